@@ -1,0 +1,259 @@
+"""Experiment configs: the base (every key, with the seed's defaults), files, and overrides.
+
+A config file under ``configs/`` defines ``get_config()`` returning an ``ml_collections.ConfigDict``;
+variants import a base and change a few fields. Every key can be overridden from the command line
+with ``--config.KEY=VALUE``; a key that does not exist is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+__all__ = [
+    "ConfigError",
+    "base_config",
+    "demo_config",
+    "load_config",
+    "apply_overrides",
+    "flatten",
+    "validate",
+    "to_dict",
+    "parse_command_line",
+]
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message names it and what to do."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key that exists, with the seed study's settings (photo -> art_painting, AlexNet)."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.epochs = 30
+    config.batch_size = 256  # source images per step; as many target images ride along
+    config.eval_batch_size = 512
+    config.adaptation = "dann"  # "dann" | "none" (plain source-only training)
+    config.domain_loss_weight = 1.0
+    config.log_every_epoch = True
+
+    config.grl = ml_collections.ConfigDict()
+    config.grl.schedule = "constant"  # "constant" | "dann" (2/(1+exp(-gamma p)) - 1)
+    config.grl.coefficient = 0.1  # the constant, or the schedule's maximum
+    config.grl.gamma = 10.0
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"  # sgd | adam | rmsprop
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 5e-5
+    config.optimizer.step_size = 20  # epochs between learning-rate decays (torch StepLR)
+    config.optimizer.gamma = 0.1
+
+    config.model = ml_collections.ConfigDict()
+    config.model.arch = "alexnet"  # alexnet | small_cnn
+    config.model.pretrained = "weights/alexnet_imagenet.msgpack"  # or "none" for random init
+    config.model.domain_hidden = "classifier"  # "classifier" (same structure) or widths "1024,1024"
+    config.model.domain_init_from_classifier = True
+    config.model.dropout_rate = 0.5
+    config.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "pacs"  # pacs | digits (the embedded demo)
+    config.data.format = "folder"  # folder | tfds
+    config.data.root = ""  # "" = $JAXDANN_PACS_ROOT or ../shared/data/PACS
+    config.data.source = "photo"
+    config.data.target = "art_painting"
+    config.data.validation = "cartoon,sketch"  # held-out domains for model selection ("" = none)
+    config.data.resize = 256
+    config.data.crop = 224
+    config.data.random_crop = False
+    config.data.random_flip = False
+    config.data.drop_last = False
+    config.data.on_bad = "error"  # error | skip
+    config.data.cache_dir = ""  # "" = $JAXDANN_CACHE_DIR or ~/.cache/jaxdann
+    config.data.limit = 0  # >0: use at most this many images per domain (quick checks)
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.validation_every_epoch = False  # validation is otherwise measured at the end
+
+    config.parallel = ml_collections.ConfigDict()
+    config.parallel.num_devices = 0  # 0 = all local devices
+    config.parallel.distributed = False  # call jax.distributed.initialize() first
+    return config
+
+
+def demo_config() -> ml_collections.ConfigDict:
+    """The embedded demo: digits -> textured digits with the DANN paper's small CNN.
+
+    Runs in about 2 minutes on 2 CPU cores from a fresh install; nothing is downloaded.
+    """
+    config = base_config()
+    config.epochs = 60
+    config.batch_size = 64
+    config.eval_batch_size = 1024
+    config.grl.schedule = "dann"
+    config.grl.coefficient = 1.0
+    config.optimizer.learning_rate = 0.01
+    config.optimizer.step_size = 40
+    config.model.arch = "small_cnn"
+    config.model.pretrained = "none"
+    config.model.domain_hidden = "100"
+    config.model.domain_init_from_classifier = False
+    config.model.dropout_rate = 0.0
+    config.data.name = "digits"
+    config.data.source = "digits"
+    config.data.target = "digits_textured"
+    config.data.validation = "source_holdout"
+    config.data.resize = 28
+    config.data.crop = 28
+    return config
+
+
+def load_config(path: str | None) -> ml_collections.ConfigDict:
+    """Loads ``get_config()`` from a Python file (``None``: the embedded demo)."""
+    if path is None:
+        return demo_config()
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist; see configs/ for the experiments.")
+    directory = os.path.dirname(os.path.abspath(path))
+    name = "jaxdann_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, directory)  # so a variant can `import` the base file beside it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(directory)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} defines no get_config() function.")
+    config = module.get_config()
+    _check_keys(config, base_config(), path)
+    return config
+
+
+def _check_keys(config, reference, where: str) -> None:
+    unknown = sorted(set(flatten(config)) - set(flatten(reference)))
+    if unknown:
+        raise ConfigError(f"{where}: unknown config keys {', '.join(unknown)}.")
+
+
+def flatten(config, prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer.name": "sgd", ...}``."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict | dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def to_dict(config) -> dict[str, Any]:
+    return json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
+
+
+def _parse_value(key: str, text: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"--config.{key}={text}: expected true or false.")
+    for kind in (int, float):
+        if isinstance(current, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                raise ConfigError(f"--config.{key}={text}: expected {kind.__name__}.") from None
+    return text
+
+
+def apply_overrides(config, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+    """Sets dotted keys from strings, parsed by the type of the value they replace."""
+    flat = flatten(config)
+    for key, text in overrides.items():
+        if key not in flat:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(flat))}.")
+        node = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = _parse_value(key, text, flat[key])
+    return config
+
+
+_CHOICES = {
+    "adaptation": ("dann", "none"),
+    "grl.schedule": ("constant", "dann"),
+    "optimizer.name": ("sgd", "adam", "rmsprop"),
+    "model.arch": ("alexnet", "small_cnn"),
+    "model.dtype": ("float32", "bfloat16"),
+    "data.name": ("pacs", "digits"),
+    "data.format": ("folder", "tfds"),
+    "data.on_bad": ("error", "skip"),
+}
+_POSITIVE = (
+    "epochs",
+    "batch_size",
+    "eval_batch_size",
+    "optimizer.learning_rate",
+    "optimizer.step_size",
+    "data.resize",
+    "data.crop",
+)
+
+
+def validate(config) -> None:
+    """Checks the values whose valid set is known; the error names the key and the choices."""
+    flat = flatten(config)
+    for key, choices in _CHOICES.items():
+        if str(flat[key]).lower() not in choices:
+            raise ConfigError(f"config key {key}={flat[key]!r} is not one of {', '.join(choices)}.")
+    for key in _POSITIVE:
+        if not flat[key] > 0:
+            raise ConfigError(f"config key {key}={flat[key]!r} must be positive.")
+    if flat["data.crop"] > flat["data.resize"]:
+        raise ConfigError("config key data.crop must not exceed data.resize.")
+
+
+def parse_command_line(
+    argv: Sequence[str], prog: str, extra_flags: Sequence[str] = ()
+) -> tuple[str | None, dict[str, str], dict[str, str]]:
+    """Splits ``--config FILE``, ``--config.KEY=VALUE`` and ``--FLAG VALUE`` (for ``extra_flags``).
+
+    Returns (config path, overrides, other flags). Anything else is a one-line error.
+    """
+    config_path, overrides, flags = None, {}, {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, has_value, value = arg.partition("=")
+        if name.startswith("--config."):
+            if not has_value:
+                if not args:
+                    raise ConfigError(f"{arg} needs a value: {arg}=VALUE")
+                value = args.pop(0)
+            overrides[name[len("--config.") :]] = value
+            continue
+        if name == "--config" or name.lstrip("-") in extra_flags and name.startswith("--"):
+            if not has_value:
+                if not args:
+                    raise ConfigError(f"{prog}: {name} needs a value")
+                value = args.pop(0)
+            if name == "--config":
+                config_path = value
+            else:
+                flags[name.lstrip("-")] = value
+            continue
+        known = ", ".join(["--config FILE", "--config.KEY=VALUE"] + [f"--{f}" for f in extra_flags])
+        raise ConfigError(f"{prog}: unrecognised argument {arg!r}; accepted: {known}")
+    return config_path, overrides, flags

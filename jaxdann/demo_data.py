@@ -1,0 +1,84 @@
+"""The embedded demo: scikit-learn's handwritten digits -> the same digits on textured photographs.
+
+The target domain is made the way MNIST-M is made from MNIST (Ganin & Lempitsky 2015): each digit is
+blended with a random patch of a colour photograph, ``|patch - digit|`` per channel. The photographs
+are the two that scikit-learn ships, so nothing is downloaded.
+
+The 1,797 digits are split once (with a fixed data seed, independent of the training seed) into
+disjoint sets: source train / source validation (held out, for model selection), target train
+(used *without* labels) and target test (never used in training; only for reporting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["DigitsSplits", "make_digits_splits", "CLASS_NAMES"]
+
+CLASS_NAMES = tuple(str(digit) for digit in range(10))
+_DATA_SEED = 20150526  # fixed: the demo's data never changes with the training seed
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsSplits:
+    """uint8 NHWC images and int32 labels for each split."""
+
+    source_train: tuple[np.ndarray, np.ndarray]
+    source_validation: tuple[np.ndarray, np.ndarray]
+    target_train: tuple[np.ndarray, np.ndarray]
+    target_test: tuple[np.ndarray, np.ndarray]
+
+
+def _upscale(digits: np.ndarray, size: int) -> np.ndarray:
+    """8x8 digits in 0..16 -> size x size uint8 in 0..255 (bilinear, so strokes stay smooth)."""
+    out = np.empty((len(digits), size, size), np.uint8)
+    for index, digit in enumerate(digits):
+        image = Image.fromarray((digit * (255.0 / 16.0)).astype(np.uint8))
+        out[index] = np.asarray(image.resize((size, size), Image.BILINEAR))
+    return out
+
+
+def _textured(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """MNIST-M blending: ``|photo patch - digit|`` per channel, patches at random places."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    size = digits.shape[1]
+    out = np.empty((*digits.shape, 3), np.uint8)
+    for index, digit in enumerate(digits):
+        photo = photos[rng.integers(len(photos))]
+        top = rng.integers(photo.shape[0] - size)
+        left = rng.integers(photo.shape[1] - size)
+        patch = photo[top : top + size, left : left + size].astype(np.int16)
+        out[index] = np.abs(patch - digit[..., None].astype(np.int16)).astype(np.uint8)
+    return out
+
+
+def make_digits_splits(image_size: int = 28) -> DigitsSplits:
+    """Source: grey digits (as RGB). Target: the textured digits. Disjoint digit instances."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(_DATA_SEED)
+    order = rng.permutation(len(digits.target))
+    images = _upscale(digits.images[order], image_size)
+    labels = digits.target[order].astype(np.int32)
+
+    n = len(labels)
+    source_end, target_train_end = int(0.4 * n), int(0.7 * n)
+    validation_start = int(0.8 * source_end)
+    grey_rgb = np.repeat(images[..., None], 3, axis=-1)
+    textured = _textured(images[source_end:], rng)
+    offset = source_end
+    return DigitsSplits(
+        source_train=(grey_rgb[:validation_start], labels[:validation_start]),
+        source_validation=(
+            grey_rgb[validation_start:source_end],
+            labels[validation_start:source_end],
+        ),
+        target_train=(textured[: target_train_end - offset], labels[source_end:target_train_end]),
+        target_test=(textured[target_train_end - offset :], labels[target_train_end:]),
+    )

@@ -1,0 +1,182 @@
+"""From a config to host arrays, and the deterministic order in which training reads them.
+
+Every index a run reads is a pure function of (seed, epoch, step): the source set is traversed
+once per epoch in a fresh order; the target set cycles independently with its own orders. A
+resumed run therefore reads exactly what an unbroken one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = [
+    "Split",
+    "ExperimentData",
+    "load_experiment_data",
+    "steps_per_epoch",
+    "source_batch_indices",
+    "target_batch_indices",
+]
+
+_SOURCE_STREAM, _TARGET_STREAM, _LIMIT_STREAM = 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """uint8 NHWC images (resized and cropped, not normalised) and int32 labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentData:
+    source: Split  # labelled training domain
+    target: Split  # unlabelled training domain: its labels are never given to the train step
+    target_eval: Split  # where target accuracy is measured
+    validation: Split | None  # neither source-train nor target: for model selection
+    class_names: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def _limit(split: Split, limit: int, seed: int) -> Split:
+    if limit <= 0 or len(split) <= limit:
+        return split
+    keep = np.sort(np.random.default_rng([seed, _LIMIT_STREAM]).permutation(len(split))[:limit])
+    return Split(split.images[keep], split.labels[keep])
+
+
+def _concat(splits: list[Split]) -> Split:
+    return Split(
+        np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
+    )
+
+
+def load_experiment_data(config) -> ExperimentData:
+    """Loads the source, target and validation data a config names."""
+    if config.data.name == "digits":
+        return _load_digits()
+    return _load_pacs(config)
+
+
+def _load_digits() -> ExperimentData:
+    from jaxdann.demo_data import CLASS_NAMES, make_digits_splits
+
+    splits = make_digits_splits()
+    return ExperimentData(
+        source=Split(*splits.source_train),
+        target=Split(*splits.target_train),
+        target_eval=Split(*splits.target_test),
+        validation=Split(*splits.source_validation),
+        class_names=CLASS_NAMES,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    )
+
+
+def _load_pacs(config) -> ExperimentData:
+    from jaxdann import data as pacs
+
+    data = config.data
+    root = data.root or pacs.default_root()
+    validation_names = [name for name in data.validation.split(",") if name]
+    for name in validation_names:
+        if name in (data.source, data.target):
+            raise ValueError(
+                f"config key data.validation lists {name!r}, which is the source or target; "
+                "validation must use held-out domains."
+            )
+    if data.source == data.target:
+        raise ValueError(f"config keys data.source and data.target are both {data.source!r}.")
+    names = [data.source, data.target, *validation_names]
+    if data.format == "tfds":
+        from jaxdann.tfds_pacs import load_domains_tfds
+
+        domains = load_domains_tfds(root, names, resize=data.resize, crop=data.crop)
+    else:
+        domains = pacs.load_domains(
+            root,
+            names,
+            resize=data.resize,
+            crop=data.crop,
+            cache_dir=data.cache_dir or None,
+            on_bad=data.on_bad,
+        )
+
+    def split(name: str) -> Split:
+        domain = domains[name]
+        return _limit(Split(domain.images, domain.labels), data.limit, config.seed)
+
+    target = split(data.target)
+    validation = _concat([split(n) for n in validation_names]) if validation_names else None
+    return ExperimentData(
+        source=split(data.source),
+        target=target,
+        target_eval=target,  # the seed's protocol: accuracy on every (unlabelled-in-training) target image
+        validation=validation,
+        class_names=domains[data.source].class_names,
+        mean=pacs.IMAGENET_MEAN,
+        std=pacs.IMAGENET_STD,
+    )
+
+
+def steps_per_epoch(num_source: int, batch_size: int, drop_last: bool) -> int:
+    steps = num_source // batch_size if drop_last else -(-num_source // batch_size)
+    if steps == 0:
+        raise ValueError(
+            f"the source set has {num_source} images, fewer than one batch of {batch_size} with "
+            "data.drop_last=true; lower batch_size."
+        )
+    return steps
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def source_batch_indices(
+    num_source: int, batch_size: int, seed: int, epoch: int, drop_last: bool, multiple: int = 1
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The epoch's source batches as (indices, mask): a fresh permutation, cut into batches.
+
+    The last batch may be short: it is padded (mask 0) to the full batch size rounded up to a
+    multiple of ``multiple`` (the device count), so every step has one static shape.
+    """
+    order = np.random.default_rng([seed, _SOURCE_STREAM, epoch]).permutation(num_source)
+    padded_size = _round_up(batch_size, multiple)
+    batches = []
+    for step in range(steps_per_epoch(num_source, batch_size, drop_last)):
+        indices = order[step * batch_size : (step + 1) * batch_size]
+        mask = np.zeros(padded_size, np.float32)
+        mask[: len(indices)] = 1.0
+        padded = np.zeros(padded_size, np.int32)
+        padded[: len(indices)] = indices
+        batches.append((padded, mask))
+    return batches
+
+
+def target_batch_indices(
+    num_target: int, batch_size: int, seed: int, global_step: int, multiple: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Target rows for a global step: positions [step*B, (step+1)*B) of an endless stream of
+    permutations (one per pass over the target set), independent of the source epochs."""
+    start = global_step * batch_size
+    positions = np.arange(start, start + batch_size)
+    cycles = positions // num_target
+    indices = np.empty(batch_size, np.int64)
+    for cycle in np.unique(cycles):
+        order = np.random.default_rng([seed, _TARGET_STREAM, int(cycle)]).permutation(num_target)
+        selected = cycles == cycle
+        indices[selected] = order[positions[selected] % num_target]
+    padded_size = _round_up(batch_size, multiple)
+    mask = np.zeros(padded_size, np.float32)
+    mask[:batch_size] = 1.0
+    padded = np.zeros(padded_size, np.int32)
+    padded[:batch_size] = indices
+    return padded, mask

@@ -1,0 +1,240 @@
+"""Flax models: torchvision's AlexNet, the DANN paper's small digits CNN, and the DANN wrapper.
+
+Images are NHWC float arrays (already normalised). Layers initialise as torch does
+(``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases), so a randomly initialised run
+starts from the same distribution as a randomly initialised torchvision model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdann.grl import reverse_gradient
+
+__all__ = [
+    "AlexNet",
+    "AlexNetFeatures",
+    "DANN",
+    "MLPHead",
+    "SmallCNNFeatures",
+    "adaptive_avg_pool",
+    "build_model",
+    "MIN_ALEXNET_SIZE",
+]
+
+Dtype = Any
+MIN_ALEXNET_SIZE = 63  # smallest input for which AlexNet's feature stack yields a 1x1 map
+
+
+def torch_uniform(fan_in: int) -> nn.initializers.Initializer:
+    """torch's default Linear/Conv init, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _conv(x, features, kernel, stride, padding, name, dtype):
+    fan_in = x.shape[-1] * kernel * kernel
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        kernel_init=torch_uniform(fan_in),
+        bias_init=torch_uniform(fan_in),
+        dtype=dtype,
+        name=name,
+    )(x)
+
+
+def _dense(x, features, name, dtype):
+    fan_in = x.shape[-1]
+    return nn.Dense(
+        features,
+        kernel_init=torch_uniform(fan_in),
+        bias_init=torch_uniform(fan_in),
+        dtype=dtype,
+        name=name,
+    )(x)
+
+
+def _pool_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """Row i averages input positions [floor(i*in/out), ceil((i+1)*in/out)), as torch does."""
+    matrix = np.zeros((out_size, in_size), np.float32)
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -((-(i + 1) * in_size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: int) -> jax.Array:
+    """``torch.nn.AdaptiveAvgPool2d`` for NHWC input.
+
+    Every torch window is a rectangle of rows x columns, so the mean separates into a row average
+    followed by a column average: two small matrix products instead of output_size**2 slices.
+    """
+    _, height, width, _ = x.shape
+    if height == output_size and width == output_size:
+        return x
+    rows = jnp.asarray(_pool_matrix(height, output_size), x.dtype)
+    cols = jnp.asarray(_pool_matrix(width, output_size), x.dtype)
+    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
+
+
+class AlexNetFeatures(nn.Module):
+    """torchvision's ``alexnet.features`` + ``avgpool`` + flatten (in H, W, C order)."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no dropout or normalisation in the feature stack
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"AlexNet expects NHWC images with 3 channels, got shape {images.shape}"
+            )
+        if min(images.shape[1:3]) < MIN_ALEXNET_SIZE:
+            raise ValueError(
+                f"AlexNet needs images of at least {MIN_ALEXNET_SIZE}x{MIN_ALEXNET_SIZE} pixels, "
+                f"got {images.shape[1]}x{images.shape[2]}; raise data.crop / data.resize."
+            )
+        x = images.astype(self.dtype)
+        pool = lambda y: nn.max_pool(y, (3, 3), strides=(2, 2), padding="VALID")  # noqa: E731
+        x = pool(nn.relu(_conv(x, 64, 11, 4, 2, "conv1", self.dtype)))
+        x = pool(nn.relu(_conv(x, 192, 5, 1, 2, "conv2", self.dtype)))
+        x = nn.relu(_conv(x, 384, 3, 1, 1, "conv3", self.dtype))
+        x = nn.relu(_conv(x, 256, 3, 1, 1, "conv4", self.dtype))
+        x = pool(nn.relu(_conv(x, 256, 3, 1, 1, "conv5", self.dtype)))
+        x = adaptive_avg_pool(x, 6)
+        return x.reshape(x.shape[0], -1)
+
+
+class SmallCNNFeatures(nn.Module):
+    """The feature extractor of the DANN paper's MNIST experiments (conv 32 - pool - conv 48 - pool)."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        del train
+        x = images.astype(self.dtype)
+        pool = lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))  # noqa: E731
+        x = pool(nn.relu(_conv(x, 32, 5, 1, 0, "conv1", self.dtype)))
+        x = pool(nn.relu(_conv(x, 48, 5, 1, 0, "conv2", self.dtype)))
+        return x.reshape(x.shape[0], -1)
+
+
+class MLPHead(nn.Module):
+    """``[dropout -> dense -> relu] * len(hidden) -> dense``: torchvision AlexNet's classifier layout."""
+
+    hidden: Sequence[int]
+    num_outputs: int
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = x.astype(self.dtype)
+        for index, width in enumerate(self.hidden):
+            if self.dropout_rate > 0:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            x = nn.relu(_dense(x, width, f"hidden_{index}", self.dtype))
+        return _dense(x, self.num_outputs, "output", self.dtype).astype(jnp.float32)
+
+
+class AlexNet(nn.Module):
+    """``torchvision.models.alexnet`` in Flax: ``AlexNet(7).apply({"params": p}, x, train=False)``."""
+
+    num_classes: int = 1000
+    dropout_rate: float = 0.5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        features = AlexNetFeatures(dtype=self.dtype, name="features")(images)
+        head = MLPHead(
+            (4096, 4096), self.num_classes, self.dropout_rate, self.dtype, name="classifier"
+        )
+        return head(features, train)
+
+
+class DANN(nn.Module):
+    """A feature extractor, a label classifier and (optionally) a domain classifier.
+
+    The parameter tree is ``{"features", "classifier"[, "domain_classifier"]}``; with AlexNet parts
+    its first two entries are exactly :class:`AlexNet`'s, so converted weights load into either.
+    ``domain_classifier=None`` is plain source-only training.
+    """
+
+    features: nn.Module
+    classifier: nn.Module
+    domain_classifier: nn.Module | None = None
+
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Class logits (what evaluation uses)."""
+        return self.classifier(self.features(images, train), train)
+
+    def adversarial(
+        self,
+        images: jax.Array,
+        num_source: int,
+        grl_coefficient: jax.Array | float,
+        train: bool = True,
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """One feature pass over ``images`` = source rows followed by target rows.
+
+        Returns the class logits of the first ``num_source`` rows and the domain logits of all
+        rows (``None`` without a domain classifier). The domain branch sees the features through
+        the gradient reversal layer.
+        """
+        features = self.features(images, train)
+        class_logits = self.classifier(features[:num_source], train)
+        if self.domain_classifier is None:
+            return class_logits, None
+        reversed_features = reverse_gradient(features, grl_coefficient)
+        return class_logits, self.domain_classifier(reversed_features, train)
+
+    def initialize_all(self, images: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """Touches every submodule (used by ``init``)."""
+        return self.adversarial(images, images.shape[0], 0.0, train=False)
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    *,
+    adversarial: bool,
+    domain_hidden: Sequence[int] | None = None,
+    dropout_rate: float | None = None,
+    dtype: Dtype = jnp.float32,
+) -> DANN:
+    """Builds the DANN model for ``arch`` in {"alexnet", "small_cnn"}.
+
+    ``domain_hidden=None`` gives the domain classifier the label classifier's structure (the
+    seed's choice); ``adversarial=False`` leaves it out.
+    """
+    if arch == "alexnet":
+        features = AlexNetFeatures(dtype=dtype)
+        hidden, default_dropout = (4096, 4096), 0.5
+    elif arch == "small_cnn":
+        features = SmallCNNFeatures(dtype=dtype)
+        hidden, default_dropout = (100, 100), 0.0
+    else:
+        raise ValueError(f"unknown model.arch {arch!r}; choose 'alexnet' or 'small_cnn'")
+    rate = default_dropout if dropout_rate is None else dropout_rate
+    classifier = MLPHead(hidden, num_classes, rate, dtype)
+    domain_classifier = None
+    if adversarial:
+        domain_layers = hidden if domain_hidden is None else tuple(domain_hidden)
+        domain_classifier = MLPHead(domain_layers, 2, rate, dtype)
+    return DANN(features, classifier, domain_classifier)

@@ -1,0 +1,100 @@
+"""Optimizers that update parameters exactly as the reference torch.optim setup does.
+
+The PyTorch DANN reference trains with `torch.optim.{SGD, Adam, RMSprop}` (coupled L2 weight
+decay) and a `StepLR` scheduler stepped once per epoch. Each optimizer here is an optax chain
+that reproduces that update step for step, so JAX and torch runs can be compared number for
+number (`tests/test_optim.py` checks this against torch itself).
+"""
+
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+# torch defaults for the optimizers we mirror.
+_ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
+_RMSPROP_ALPHA, _RMSPROP_EPS = 0.99, 1e-8
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}.")
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{name} must be zero or positive, got {value!r}.")
+
+
+def learning_rate_schedule(
+    learning_rate: float,
+    *,
+    step_size: int = 20,
+    gamma: float = 0.1,
+    steps_per_epoch: int,
+) -> optax.Schedule:
+    """Torch `StepLR(step_size, gamma)`, stepped once per epoch, as a per-optimizer-step schedule.
+
+    `lr(step) = learning_rate * gamma ** ((step // steps_per_epoch) // step_size)`. Works with a
+    traced step count, so it can live inside a jitted training step.
+    """
+    _check_positive("learning_rate", learning_rate)
+    _check_positive("steps_per_epoch", steps_per_epoch)
+    _check_positive("step_size", step_size)
+    steps_per_decay = int(steps_per_epoch) * int(step_size)
+
+    def schedule(step: jnp.ndarray | int) -> jnp.ndarray:
+        decays = jnp.asarray(step) // steps_per_decay
+        return learning_rate * jnp.power(gamma, decays)
+
+    return schedule
+
+
+def _direction(name: str, momentum: float) -> optax.GradientTransformation:
+    """The part of each optimizer between the L2-decayed gradient and the learning rate."""
+    if name == "sgd":
+        # torch SGD (dampening 0): buf = momentum * buf + grad, first buf = grad.
+        return optax.trace(decay=momentum) if momentum else optax.identity()
+    if name == "adam":
+        return optax.scale_by_adam(b1=_ADAM_B1, b2=_ADAM_B2, eps=_ADAM_EPS)
+    # torch RMSprop: square_avg starts at 0, no bias correction, eps outside the sqrt.
+    return optax.scale_by_rms(
+        decay=_RMSPROP_ALPHA,
+        eps=_RMSPROP_EPS,
+        initial_scale=0.0,
+        eps_in_sqrt=False,
+        bias_correction=False,
+    )
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    *,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-5,
+    step_size: int = 20,
+    gamma: float = 0.1,
+    steps_per_epoch: int,
+) -> optax.GradientTransformation:
+    """The torch.optim optimizer `name` with coupled L2 weight decay and a per-epoch StepLR.
+
+    Matches `torch.optim.SGD(lr, momentum, weight_decay)`, `Adam(lr, weight_decay)` or
+    `RMSprop(lr, weight_decay)` (torch defaults otherwise) with
+    `StepLR(step_size, gamma)` stepped after every `steps_per_epoch` updates. Momentum applies
+    to SGD only. `update` needs `params`, for the weight decay.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; valid names are {', '.join(OPTIMIZERS)}.")
+    _check_non_negative("momentum", momentum)
+    _check_non_negative("weight_decay", weight_decay)
+    schedule = learning_rate_schedule(
+        learning_rate, step_size=step_size, gamma=gamma, steps_per_epoch=steps_per_epoch
+    )
+    return optax.chain(
+        # torch adds weight_decay * param to the gradient before momentum / moments.
+        optax.add_decayed_weights(weight_decay),
+        _direction(key, momentum),
+        optax.scale_by_learning_rate(schedule),
+    )

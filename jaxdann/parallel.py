@@ -1,0 +1,54 @@
+"""Data parallelism the way JAX recommends it now: ``jax.jit`` over a ``Mesh`` with a 'data' axis.
+
+The batch is sharded along 'data'; parameters, optimizer state and the device-resident image pools
+are replicated. XLA inserts the gradient all-reduce. One code path serves one device and many,
+which is what ``pmap`` used to do (``pmap`` is in maintenance mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["make_mesh", "replicated", "batch_sharded", "maybe_initialize_distributed"]
+
+DATA_AXIS = "data"
+
+
+def maybe_initialize_distributed(requested: bool) -> bool:
+    """Calls ``jax.distributed.initialize()`` if the config or the environment asks for it.
+
+    The environment asks when ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID``) is set, or on clusters JAX detects itself (SLURM, ...), with
+    ``config.parallel.distributed=true``.
+    """
+    if requested or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        if not jax.distributed.is_initialized():
+            jax.distributed.initialize()
+        return True
+    return False
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+    """A 1-d mesh over the first ``num_devices`` devices (0 = all) along the 'data' axis."""
+    devices = jax.devices()
+    if num_devices < 0 or num_devices > len(devices):
+        raise ValueError(
+            f"config key parallel.num_devices={num_devices}, but {len(devices)} devices are "
+            "visible; use 0 for all of them."
+        )
+    if num_devices and jax.process_count() > 1 and num_devices != len(devices):
+        raise ValueError("parallel.num_devices must be 0 (all devices) in a multi-host run.")
+    chosen = devices[: num_devices or len(devices)]
+    return Mesh(np.asarray(chosen), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))

@@ -1,0 +1,405 @@
+"""``train_and_evaluate(config, workdir)``: one loop for source-only and DANN, resumable.
+
+Data flows one way: host arrays -> device-resident uint8 pools -> index batches gathered on the
+device -> the jitted step -> per-epoch metrics (fetched once) -> ``metrics.jsonl`` and orbax
+checkpoints in the run folder -> plots drawn from those files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from jaxdann import config as config_lib
+from jaxdann import input_pipeline, parallel, plots
+from jaxdann.models import DANN, build_model
+from jaxdann.optim import learning_rate_schedule, make_optimizer
+from jaxdann.step import (
+    EPOCH_METRICS,
+    TrainState,
+    make_eval_step,
+    make_train_step,
+    summarize_epoch,
+)
+
+__all__ = ["TrainingDiverged", "train_and_evaluate", "initial_params", "build_from_config"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss: the run stopped, its last good checkpoint is kept."""
+
+
+def build_from_config(config, num_classes: int):
+    """The model and (optimizer, schedule factory) a config describes."""
+    domain_hidden = None
+    if config.model.domain_hidden != "classifier":
+        try:
+            domain_hidden = [int(w) for w in str(config.model.domain_hidden).split(",") if w]
+        except ValueError:
+            raise config_lib.ConfigError(
+                f"config key model.domain_hidden={config.model.domain_hidden!r}: use 'classifier' "
+                "or comma-separated widths such as '1024,1024'."
+            ) from None
+    return build_model(
+        config.model.arch,
+        num_classes,
+        adversarial=config.adaptation == "dann",
+        domain_hidden=domain_hidden,
+        dropout_rate=config.model.dropout_rate,
+        dtype=jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32,
+    )
+
+
+def _shapes(tree) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in flat}
+
+
+def initial_params(model: DANN, config, image_shape: tuple[int, int, int], rng: jax.Array) -> Any:
+    """Random init, then the pretrained file (if any), then the domain-classifier copy.
+
+    The pretrained file provides the feature extractor and the classifier's hidden layers; its
+    output layer is used only if its class count matches (else it stays freshly initialised, as
+    the seed replaces AlexNet's 1000-way layer). With ``model.domain_init_from_classifier`` the
+    domain classifier's hidden layers start as copies of the classifier's (the seed does this).
+    """
+    sample = jnp.zeros((1, *image_shape), jnp.float32)
+    params = jax.device_get(model.init({"params": rng}, sample, method=DANN.initialize_all))
+    params = dict(params["params"])
+    pretrained = str(config.model.pretrained)
+    if pretrained.lower() not in ("", "none"):
+        from jaxdann.convert import ConversionError, load_params
+
+        loaded = load_params(pretrained)
+        for part in ("features", "classifier"):
+            if part not in loaded:
+                raise ConversionError(f"{pretrained} has no {part!r} parameters.")
+        new_classifier = dict(params["classifier"])
+        for layer, value in loaded["classifier"].items():
+            if layer == "output" and _shapes(value) != _shapes(new_classifier.get(layer)):
+                continue  # a different class count: keep the fresh output layer
+            new_classifier[layer] = value
+        merged = {"features": loaded["features"], "classifier": new_classifier}
+        for part, value in merged.items():
+            if _shapes(value) != _shapes(params[part]):
+                raise ConversionError(
+                    f"{pretrained}: {part} shapes {_shapes(value)} do not fit model.arch="
+                    f"{config.model.arch} ({_shapes(params[part])})."
+                )
+            params[part] = value
+    if "domain_classifier" in params and config.model.domain_init_from_classifier:
+        domain = dict(params["domain_classifier"])
+        for layer, value in params["classifier"].items():
+            if layer != "output":
+                if _shapes(value) != _shapes(domain.get(layer)):
+                    raise config_lib.ConfigError(
+                        "model.domain_init_from_classifier=true needs the domain classifier's "
+                        "hidden layers to match the classifier's; set model.domain_hidden="
+                        "classifier or model.domain_init_from_classifier=false."
+                    )
+                domain[layer] = jax.tree.map(np.array, value)
+        params["domain_classifier"] = domain
+    return jax.tree.map(jnp.asarray, params)
+
+
+def _prepare_workdir(config, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    resolved = config_lib.to_dict(config)
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = config_lib.flatten(json.load(f))
+        current = config_lib.flatten(resolved)
+        differing = sorted(
+            key
+            for key in set(previous) | set(current)
+            if key != "epochs" and previous.get(key) != current.get(key)
+        )
+        if differing:
+            raise config_lib.ConfigError(
+                f"{workdir} holds a run with a different config ({', '.join(differing)}); "
+                "resume with the same settings (only epochs may grow) or choose a new --workdir."
+            )
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(resolved, f, indent=2, sort_keys=True)
+
+
+def _read_metrics(path: str, up_to_epoch: int) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    return [row for row in plots.read_metrics(path) if row["epoch"] <= up_to_epoch]
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+
+
+def _to_python(value):
+    value = np.asarray(value)
+    return value.item() if value.ndim == 0 else value.tolist()
+
+
+class _Evaluator:
+    """Accuracy and predictions over a device-resident pool, in fixed-shape padded batches."""
+
+    def __init__(self, model, mean, std, batch_size: int, mesh):
+        self.batch_size = -(-batch_size // mesh.size) * mesh.size
+        self.sharding = parallel.batch_sharded(mesh)
+        eval_step = make_eval_step(model, mean=mean, std=std)
+
+        def evaluate_batch(params, images, labels, indices, mask):
+            return eval_step(params, images[indices], labels[indices], mask)
+
+        self._evaluate_batch = jax.jit(evaluate_batch)
+
+    def __call__(self, params, pool) -> tuple[float, np.ndarray]:
+        images, labels, count = pool
+        predictions, correct = [], []
+        for start in range(0, count, self.batch_size):
+            indices = np.arange(start, start + self.batch_size)
+            mask = (indices < count).astype(np.float32)
+            indices = np.where(indices < count, indices, 0).astype(np.int32)
+            put = lambda x: jax.device_put(x, self.sharding)  # noqa: E731
+            out = self._evaluate_batch(params, images, labels, put(indices), put(mask))
+            predictions.append(out["predictions"])
+            correct.append(out["correct"])
+        predictions, correct = jax.device_get((predictions, correct))
+        return float(np.sum(correct)) / count, np.concatenate(predictions)[:count]
+
+
+def train_and_evaluate(
+    config,
+    workdir: str,
+    *,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
+    """Trains (or resumes) the run in ``workdir`` and returns its summary.
+
+    ``on_step(global_step)`` is called after each step is dispatched (tests use it to interrupt
+    a run in the middle of an epoch).
+    """
+    config_lib.validate(config)
+    started = time.time()
+    parallel.maybe_initialize_distributed(config.parallel.distributed)
+    mesh = parallel.make_mesh(config.parallel.num_devices)
+    is_main = jax.process_index() == 0
+    _prepare_workdir(config, workdir)
+
+    data = input_pipeline.load_experiment_data(config)
+    adversarial = config.adaptation == "dann"
+    batch_size, epochs = int(config.batch_size), int(config.epochs)
+    steps_per_epoch = input_pipeline.steps_per_epoch(
+        len(data.source), batch_size, config.data.drop_last
+    )
+    total_steps = steps_per_epoch * epochs
+    opt = config.optimizer
+    schedule = learning_rate_schedule(
+        opt.learning_rate, step_size=opt.step_size, gamma=opt.gamma, steps_per_epoch=steps_per_epoch
+    )
+    optimizer = make_optimizer(
+        opt.name,
+        opt.learning_rate,
+        momentum=opt.momentum,
+        weight_decay=opt.weight_decay,
+        step_size=opt.step_size,
+        gamma=opt.gamma,
+        steps_per_epoch=steps_per_epoch,
+    )
+    model = build_from_config(config, len(data.class_names))
+
+    replicated = parallel.replicated(mesh)
+    sharded = parallel.batch_sharded(mesh)
+    root_key = jax.random.PRNGKey(config.seed)
+    params = initial_params(model, config, data.source.images.shape[1:], root_key)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params)
+    )
+    state = jax.device_put(state, replicated)
+
+    checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    manager = ocp.CheckpointManager(
+        checkpoint_dir,
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+    )
+    start_epoch = manager.latest_step() or 0
+    if start_epoch:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = manager.restore(start_epoch, args=ocp.args.StandardRestore(abstract))
+        if is_main:
+            print(f"resuming {workdir} from the checkpoint after epoch {start_epoch}")
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    history = _read_metrics(metrics_path, start_epoch)
+
+    def to_device(split) -> tuple[jax.Array, jax.Array, int]:
+        return (
+            jax.device_put(split.images, replicated),
+            jax.device_put(split.labels, replicated),
+            len(split),
+        )
+
+    source_pool = to_device(data.source)
+    # The target pool carries no labels: nothing in training can read them.
+    target_images = jax.device_put(data.target.images, replicated) if adversarial else None
+    eval_pools = {"target": to_device(data.target_eval)}
+    if data.validation is not None:
+        eval_pools["validation"] = to_device(data.validation)
+
+    step_fn = make_train_step(
+        model, optimizer, schedule, config, mean=data.mean, std=data.std, total_steps=total_steps
+    )
+    train_step = jax.jit(step_fn, donate_argnums=0)
+
+    @jax.jit
+    def gather(source_images, source_labels, target_pool, indices):
+        batch = {
+            "source_images": source_images[indices["source"]],
+            "source_labels": source_labels[indices["source"]],
+            "source_mask": indices["source_mask"],
+        }
+        if target_pool is not None:
+            batch["target_images"] = target_pool[indices["target"]]
+            batch["target_mask"] = indices["target_mask"]
+        return batch
+
+    summarize = jax.jit(summarize_epoch)
+    evaluate = _Evaluator(model, data.mean, data.std, config.eval_batch_size, mesh)
+
+    for epoch in range(start_epoch, epochs):
+        epoch_started = time.time()
+        batches = input_pipeline.source_batch_indices(
+            len(data.source), batch_size, config.seed, epoch, config.data.drop_last, mesh.size
+        )
+        step_metrics = []
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            leave=False,
+            disable=not (progress and is_main),
+        )
+        for index, (source_indices, source_mask) in enumerate(bar):
+            global_step = epoch * steps_per_epoch + index
+            indices = {"source": source_indices, "source_mask": source_mask}
+            if adversarial:
+                target_indices, target_mask = input_pipeline.target_batch_indices(
+                    len(data.target), batch_size, config.seed, global_step, mesh.size
+                )
+                indices |= {"target": target_indices, "target_mask": target_mask}
+            indices = jax.device_put(indices, sharded)
+            batch = gather(source_pool[0], source_pool[1], target_images, indices)
+            state, metrics = train_step(state, batch, root_key)
+            step_metrics.append(metrics)
+            if on_step is not None:
+                on_step(global_step)
+        summary = jax.device_get(summarize(step_metrics))
+        losses = np.asarray(summary.pop("losses"))
+        if not np.all(np.isfinite(losses)):
+            bad_step = epoch * steps_per_epoch + int(np.argmin(np.isfinite(losses)))
+            manager.wait_until_finished()
+            kept = manager.latest_step()
+            raise TrainingDiverged(
+                f"non-finite loss at step {bad_step} (epoch {epoch + 1}); "
+                + (
+                    f"the checkpoint after epoch {kept} in {checkpoint_dir} is kept; "
+                    if kept
+                    else ""
+                )
+                + "lower optimizer.learning_rate or check the data."
+            )
+        row = {"epoch": epoch + 1}
+        row |= {key: _to_python(summary[key]) if key in summary else None for key in EPOCH_METRICS}
+        row["target_accuracy"], _ = evaluate(state.params, eval_pools["target"])
+        last_epoch = epoch + 1 == epochs
+        if "validation" in eval_pools and (config.eval.validation_every_epoch or last_epoch):
+            row["validation_accuracy"], _ = evaluate(state.params, eval_pools["validation"])
+        row["epoch_time_s"] = round(time.time() - epoch_started, 3)
+        history.append(row)
+        manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+        if is_main:
+            _write_jsonl(metrics_path, history)
+            if config.log_every_epoch:
+                tqdm.write(_format_row(row, epochs))
+    manager.wait_until_finished()
+    manager.close()
+
+    return _finish(config, workdir, history, state, evaluate, eval_pools, data, mesh, started)
+
+
+def _format_row(row: dict, epochs: int) -> str:
+    text = (
+        f"epoch {row['epoch']:>3}/{epochs}  lr {row['learning_rate']:.2e}  "
+        f"class loss {row['class_loss']:.4f} acc {row['source_accuracy']:.4f}"
+    )
+    if row.get("domain_loss_source") is not None:
+        text += (
+            f"  domain loss src {row['domain_loss_source']:.4f} tgt {row['domain_loss_target']:.4f}"
+            f" acc src {row['domain_accuracy_source']:.3f} tgt {row['domain_accuracy_target']:.3f}"
+            f"  grl {row['grl_coefficient']:.3f}"
+        )
+    text += f"  target acc {row['target_accuracy']:.4f}"
+    if row.get("validation_accuracy") is not None:
+        text += f"  val acc {row['validation_accuracy']:.4f}"
+    return text + f"  ({row['epoch_time_s']:.1f}s)"
+
+
+def _finish(config, workdir, history, state, evaluate, eval_pools, data, mesh, started) -> dict:
+    """Final evaluation (per class, confusion matrix), summary.json and the figures."""
+    if not history:
+        raise ValueError(f"{workdir}: no epoch was trained (config epochs={config.epochs}).")
+    accuracy, predictions = evaluate(state.params, eval_pools["target"])
+    labels = np.asarray(data.target_eval.labels)
+    num_classes = len(data.class_names)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    per_class = {
+        name: float(confusion[i, i] / max(confusion[i].sum(), 1))
+        for i, name in enumerate(data.class_names)
+    }
+    best = max(history, key=lambda row: row["target_accuracy"])
+    final = history[-1]
+    summary = {
+        "final_target_accuracy": final["target_accuracy"],
+        "best_target_accuracy": best["target_accuracy"],
+        "best_target_epoch": best["epoch"],
+        "final_source_accuracy": final["source_accuracy"],
+        "best_source_accuracy": max(row["source_accuracy"] for row in history),
+        "validation_accuracy": final.get("validation_accuracy"),
+        "epochs": final["epoch"],
+        "adaptation": config.adaptation,
+        "num_devices": mesh.size,
+        "num_processes": jax.process_count(),
+        "platform": jax.devices()[0].platform,
+        "train_time_s": round(sum(row["epoch_time_s"] for row in history), 2),
+        "wall_time_s": round(time.time() - started, 2),
+    }
+    if jax.process_index() == 0:
+        evaluation = {
+            "target_accuracy": accuracy,
+            "per_class_accuracy": per_class,
+            "confusion_matrix": confusion.tolist(),
+            "class_names": list(data.class_names),
+        }
+        with open(os.path.join(workdir, "evaluation.json"), "w") as f:
+            json.dump(evaluation, f, indent=2)
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        plots.plot_confusion(confusion, data.class_names, os.path.join(workdir, "confusion.png"))
+        title = f"{config.data.source} -> {config.data.target}, adaptation={config.adaptation}"
+        plots.plot_curves(
+            os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"), title
+        )
+    return summary
