@@ -1,8 +1,9 @@
 """Experiment configs: the base (every key, with the seed's defaults), files, and overrides.
 
-A config file under ``configs/`` defines ``get_config()`` returning an ``ml_collections.ConfigDict``;
-variants import a base and change a few fields. Every key can be overridden from the command line
-with ``--config.KEY=VALUE``; a key that does not exist is an error that lists the valid ones.
+A config file under ``configs/`` defines ``get_config()`` returning an
+``ml_collections.ConfigDict``; variants import a base and change a few fields. Every key can
+be overridden from the command line with ``--config.KEY=VALUE``; a key that does not exist is an
+error that lists the valid ones.
 """
 
 from __future__ import annotations

@@ -48,6 +48,6 @@ def reverse_gradient(x: jax.Array, coefficient: float | jax.Array) -> jax.Array:
 
 
 def dann_schedule(progress: jax.Array | float, gamma: float = 10.0) -> jax.Array:
-    """The DANN paper's coefficient ramp ``2 / (1 + exp(-gamma * p)) - 1`` for progress p in [0, 1]."""
+    """The DANN paper's ramp ``2 / (1 + exp(-gamma * p)) - 1`` for progress p in [0, 1]."""
     progress = jnp.clip(jnp.asarray(progress, dtype=jnp.float32), 0.0, 1.0)
     return 2.0 / (1.0 + jnp.exp(-gamma * progress)) - 1.0

@@ -118,7 +118,8 @@ def _load_pacs(config) -> ExperimentData:
     return ExperimentData(
         source=split(data.source),
         target=target,
-        target_eval=target,  # the seed's protocol: accuracy on every (unlabelled-in-training) target image
+        # The seed's protocol: accuracy on every target image (unlabelled in training).
+        target_eval=target,
         validation=validation,
         class_names=domains[data.source].class_names,
         mean=pacs.IMAGENET_MEAN,

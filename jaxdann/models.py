@@ -120,7 +120,7 @@ class AlexNetFeatures(nn.Module):
 
 
 class SmallCNNFeatures(nn.Module):
-    """The feature extractor of the DANN paper's MNIST experiments (conv 32 - pool - conv 48 - pool)."""
+    """The DANN paper's MNIST feature extractor: conv 32 - pool - conv 48 - pool."""
 
     dtype: Dtype = jnp.float32
 
@@ -135,7 +135,7 @@ class SmallCNNFeatures(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """``[dropout -> dense -> relu] * len(hidden) -> dense``: torchvision AlexNet's classifier layout."""
+    """``[dropout -> dense -> relu] * len(hidden) -> dense``, torchvision AlexNet's layout."""
 
     hidden: Sequence[int]
     num_outputs: int
@@ -153,7 +153,7 @@ class MLPHead(nn.Module):
 
 
 class AlexNet(nn.Module):
-    """``torchvision.models.alexnet`` in Flax: ``AlexNet(7).apply({"params": p}, x, train=False)``."""
+    """``torchvision.models.alexnet``: ``AlexNet(7).apply({"params": p}, x, train=False)``."""
 
     num_classes: int = 1000
     dropout_rate: float = 0.5

@@ -73,7 +73,8 @@ def initial_params(model: DANN, config, image_shape: tuple[int, int, int], rng: 
     domain classifier's hidden layers start as copies of the classifier's (the seed does this).
     """
     sample = jnp.zeros((1, *image_shape), jnp.float32)
-    params = jax.device_get(model.init({"params": rng}, sample, method=DANN.initialize_all))
+    init = jax.jit(lambda key: model.init({"params": key}, sample, method=DANN.initialize_all))
+    params = jax.device_get(init(rng))
     params = dict(params["params"])
     pretrained = str(config.model.pretrained)
     if pretrained.lower() not in ("", "none"):

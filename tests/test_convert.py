@@ -1,0 +1,111 @@
+"""Conversion errors name the offending keys; the CLI round-trips a saved .pth."""
+
+import numpy as np
+import pytest
+
+from jaxdann import convert
+from jaxdann.convert import ConversionError, load_params, torchvision_to_flax
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+
+@pytest.fixture(scope="module")
+def state_dict():
+    torch.manual_seed(0)
+    return torchvision.models.alexnet(weights=None).state_dict()
+
+
+def test_layouts(state_dict):
+    params = torchvision_to_flax(state_dict)
+    conv = state_dict["features.3.weight"].numpy()  # (192, 64, 5, 5)
+    np.testing.assert_array_equal(params["features"]["conv2"]["kernel"], conv.transpose(2, 3, 1, 0))
+    linear = state_dict["classifier.4.weight"].numpy()
+    np.testing.assert_array_equal(params["classifier"]["hidden_1"]["kernel"], linear.T)
+    # First linear layer: torch input index c*36 + h*6 + w  ->  flax input index (h*6 + w)*256 + c.
+    first = state_dict["classifier.1.weight"].numpy()
+    kernel = params["classifier"]["hidden_0"]["kernel"]
+    for c, h, w in [(0, 0, 0), (5, 1, 2), (255, 5, 5), (100, 3, 0)]:
+        np.testing.assert_array_equal(kernel[(h * 6 + w) * 256 + c], first[:, c * 36 + h * 6 + w])
+
+
+def test_accepts_numpy_arrays(state_dict):
+    from_numpy = torchvision_to_flax({k: v.numpy() for k, v in state_dict.items()})
+    from_torch = torchvision_to_flax(state_dict)
+    np.testing.assert_array_equal(
+        from_numpy["features"]["conv1"]["kernel"], from_torch["features"]["conv1"]["kernel"]
+    )
+
+
+def test_missing_and_extra_keys_are_named(state_dict):
+    broken = dict(state_dict)
+    del broken["features.8.bias"]
+    broken["classifier.7.weight"] = torch.zeros(3)
+    with pytest.raises(ConversionError) as error:
+        torchvision_to_flax(broken)
+    message = str(error.value)
+    assert "missing keys: features.8.bias" in message
+    assert "unexpected keys: classifier.7.weight" in message
+
+
+def test_shape_mismatch_is_named(state_dict):
+    broken = dict(state_dict)
+    broken["features.6.weight"] = torch.zeros(384, 100, 3, 3)
+    with pytest.raises(ConversionError, match=r"features\.6\.weight takes 100 inputs"):
+        torchvision_to_flax(broken)
+    broken = dict(state_dict)
+    broken["classifier.6.bias"] = torch.zeros(999)
+    with pytest.raises(ConversionError, match=r"classifier\.6\.bias has shape \(999,\)"):
+        torchvision_to_flax(broken)
+    broken = dict(state_dict)
+    broken["features.0.weight"] = torch.zeros(64, 3, 11)
+    with pytest.raises(ConversionError, match=r"features\.0\.weight has shape \(64, 3, 11\)"):
+        torchvision_to_flax(broken)
+
+
+def test_cli_round_trips_a_saved_pth(tmp_path, state_dict, capsys):
+    pth = tmp_path / "alexnet.pth"
+    torch.save(state_dict, pth)
+    output = tmp_path / "weights" / "alexnet.msgpack"
+    assert convert.main(["--torch-weights", str(pth), "--output", str(output)]) == 0
+    assert "61,100,840 parameters" in capsys.readouterr().out
+    loaded = load_params(str(output))
+    expected = torchvision_to_flax(state_dict)
+    for part in ("features", "classifier"):
+        for layer in expected[part]:
+            for leaf in ("kernel", "bias"):
+                np.testing.assert_array_equal(
+                    loaded[part][layer][leaf], expected[part][layer][leaf]
+                )
+
+
+def test_cli_rejects_a_wrong_file(tmp_path):
+    pth = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, pth)
+    with pytest.raises(SystemExit, match="resnet.pth: not a torchvision AlexNet.*conv1.weight"):
+        convert.main(["--torch-weights", str(pth), "--output", str(tmp_path / "x.msgpack")])
+    with pytest.raises(SystemExit, match="no such file"):
+        convert.main(["--torch-weights", str(tmp_path / "absent.pth")])
+
+
+def test_offline_download_fails_with_one_sentence(tmp_path, monkeypatch):
+    from torchvision.models import AlexNet_Weights
+
+    def offline(self, *args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(type(AlexNet_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    with pytest.raises(SystemExit) as error:
+        convert.main(["--output", str(tmp_path / "a.msgpack")])
+    message = str(error.value)
+    assert "could not download" in message and "--torch-weights alexnet-owt-7be5be79.pth" in message
+    assert "\n" not in message
+
+
+def test_load_params_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m jaxdann.convert"):
+        load_params(str(tmp_path / "missing.msgpack"))
+    junk = tmp_path / "junk.msgpack"
+    junk.write_bytes(b"\x00not msgpack at all")
+    with pytest.raises(ConversionError, match="not a jaxdann weights file"):
+        load_params(str(junk))

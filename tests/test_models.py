@@ -1,0 +1,147 @@
+"""The Flax AlexNet equals torchvision's, logits and every intermediate layer."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdann.convert import torchvision_to_flax
+from jaxdann.models import AlexNet, adaptive_avg_pool, build_model
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+
+def _torch_alexnet(num_classes, seed=0):
+    torch.manual_seed(seed)
+    return torchvision.models.alexnet(weights=None, num_classes=num_classes).eval()
+
+
+def _images(size, batch=2, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
+
+
+def _assert_close_to_scale(actual, expected, tolerance=1e-4):
+    scale = np.abs(expected).max()
+    assert scale > 0
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("num_classes", [1000, 7])
+@pytest.mark.parametrize("size", [224, 100])
+def test_logits_match_torchvision(num_classes, size):
+    torch_model = _torch_alexnet(num_classes)
+    params = torchvision_to_flax(torch_model.state_dict())
+    images = _images(size)
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(images)).numpy()
+    actual = AlexNet(num_classes).apply({"params": params}, images.transpose(0, 2, 3, 1))
+    assert actual.shape == (2, num_classes)
+    _assert_close_to_scale(np.asarray(actual), expected)
+
+
+def test_every_layer_matches_torchvision():
+    """At 100 px the final map is 2x2, so adaptive pooling to 6x6 is not the identity."""
+    torch_model = _torch_alexnet(1000, seed=1)
+    params = torchvision_to_flax(torch_model.state_dict())
+    images = _images(100, seed=1)
+    torch_outputs = {}
+    layers = {
+        "features.0": ("features", "conv1"),
+        "features.3": ("features", "conv2"),
+        "features.6": ("features", "conv3"),
+        "features.8": ("features", "conv4"),
+        "features.10": ("features", "conv5"),
+        "avgpool": None,
+        "classifier.1": ("classifier", "hidden_0"),
+        "classifier.4": ("classifier", "hidden_1"),
+        "classifier.6": ("classifier", "output"),
+    }
+    for name in layers:
+        module = torch_model.get_submodule(name)
+        module.register_forward_hook(
+            lambda _m, _i, out, name=name: torch_outputs.__setitem__(
+                name, out.numpy().copy()
+            )  # ReLUs act in place
+        )
+    with torch.no_grad():
+        torch_model(torch.from_numpy(images))
+    _, state = AlexNet(1000).apply(
+        {"params": params}, images.transpose(0, 2, 3, 1), capture_intermediates=True
+    )
+    captured = state["intermediates"]
+    assert torch_outputs["avgpool"].shape[-2:] == (6, 6)
+    for torch_name, path in layers.items():
+        expected = torch_outputs[torch_name]
+        if path is None:
+            continue
+        actual = np.asarray(captured[path[0]][path[1]]["__call__"][0])
+        if actual.ndim == 4:
+            actual = actual.transpose(0, 3, 1, 2)  # NHWC -> NCHW
+        assert actual.shape == expected.shape, torch_name
+        _assert_close_to_scale(actual, expected)
+
+
+@pytest.mark.parametrize("size,out", [(13, 6), (7, 6), (2, 6), (1, 6), (6, 6), (11, 4)])
+def test_adaptive_avg_pool_matches_torch(size, out):
+    x = np.random.default_rng(0).standard_normal((2, 5, size, size + 3)).astype(np.float32)
+    expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), out).numpy()
+    actual = adaptive_avg_pool(jnp.asarray(x.transpose(0, 2, 3, 1)), out)
+    np.testing.assert_allclose(np.asarray(actual).transpose(0, 3, 1, 2), expected, atol=1e-6)
+
+
+def _count(params):
+    return sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+
+
+def test_parameter_counts():
+    images = jnp.zeros((1, 224, 224, 3))
+    params = jax.eval_shape(lambda: AlexNet(1000).init(jax.random.PRNGKey(0), images))["params"]
+    assert _count(params) == 61_100_840  # torchvision's figure
+    torch_count = sum(p.numel() for p in _torch_alexnet(1000).parameters())
+    assert torch_count == 61_100_840
+
+    dann = build_model("alexnet", 7, adversarial=True)
+    dann_params = jax.eval_shape(
+        lambda: dann.init(jax.random.PRNGKey(0), images, method=type(dann).initialize_all)
+    )["params"]
+    # AlexNet with a 7-way head (57,032,519) + a domain classifier of the classifier's structure
+    # with 2 outputs (54,542,338). The seed reports 111,595,343: its domain head kept 7 outputs
+    # (+20,485) and it counts alpha as a parameter (+1).
+    assert _count(dann_params["features"]) + _count(dann_params["classifier"]) == 57_032_519
+    assert _count(dann_params["domain_classifier"]) == 54_542_338
+    assert _count(dann_params) == 111_595_343 - 20_485 - 1
+
+
+def test_dropout_uses_the_dropout_rng_only_in_training():
+    model = AlexNet(7)
+    images = jnp.asarray(_images(63).transpose(0, 2, 3, 1))
+    params = model.init(jax.random.PRNGKey(0), images)["params"]
+    eval_a = model.apply({"params": params}, images)
+    eval_b = model.apply({"params": params}, images, train=False)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train = lambda key: model.apply(  # noqa: E731
+        {"params": params}, images, train=True, rngs={"dropout": jax.random.PRNGKey(key)}
+    )
+    assert not np.allclose(train(1), eval_a)
+    np.testing.assert_array_equal(train(1), train(1))
+    assert not np.allclose(train(1), train(2))
+    with pytest.raises(Exception, match="dropout"):
+        model.apply({"params": params}, images, train=True)
+
+
+def test_too_small_images_are_refused_with_the_minimum():
+    with pytest.raises(ValueError, match="at least 63x63"):
+        AlexNet(7).init(jax.random.PRNGKey(0), jnp.zeros((1, 62, 62, 3)))
+
+
+def test_dann_without_adaptation_is_plain_alexnet():
+    model = build_model("alexnet", 7, adversarial=False)
+    images = jnp.asarray(_images(63).transpose(0, 2, 3, 1))
+    params = model.init(jax.random.PRNGKey(0), images, method=type(model).initialize_all)["params"]
+    assert set(params) == {"features", "classifier"}
+    np.testing.assert_allclose(
+        model.apply({"params": params}, images),
+        AlexNet(7).apply({"params": params}, images),
+        rtol=1e-6,
+    )
