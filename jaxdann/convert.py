@@ -47,7 +47,8 @@ class ConversionError(ValueError):
 def _as_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor, without importing torch
         value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float32)
+    # A copy: numpy views of torch tensors would change when torch trains them in place.
+    return np.array(value, dtype=np.float32, copy=True)
 
 
 def _convert_weight(weight: np.ndarray, kind: str) -> np.ndarray:

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import struct
 import sys
+import tempfile
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -323,18 +324,29 @@ def preprocess_image(path: PathLike, *, resize: int = 256, crop: int = 224) -> n
     return np.asarray(image, dtype=np.uint8)
 
 
-def _decode_chunk(
-    paths: Sequence[str], resize: int, crop: int
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Decode several images (one worker task); failures come back as (index, reason)."""
-    images = np.zeros((len(paths), crop, crop, 3), dtype=np.uint8)
+def _decode_into(
+    output: np.ndarray, paths: Sequence[str], resize: int, crop: int
+) -> list[tuple[int, str]]:
+    """Decode ``paths`` into the rows of ``output``; failures come back as (index, reason)."""
     failures = []
     for index, path in enumerate(paths):
         try:
-            images[index] = preprocess_image(path, resize=resize, crop=crop)
+            output[index] = preprocess_image(path, resize=resize, crop=crop)
         except _DECODE_ERRORS as error:
             failures.append((index, f"{type(error).__name__}: {error}"))
-    return images, failures
+    return failures
+
+
+def _decode_into_file(
+    output_path: str, start: int, paths: Sequence[str], resize: int, crop: int
+) -> list[tuple[int, str]]:
+    """Worker task: decode into rows ``start:`` of a shared ``.npy`` file (no pixels pickled)."""
+    output = np.load(output_path, mmap_mode="r+")
+    try:
+        return _decode_into(output[start : start + len(paths)], paths, resize, crop)
+    finally:
+        output.flush()
+        del output
 
 
 def _default_workers() -> int:
@@ -351,21 +363,35 @@ def _decode_all(
     workers: int,
     progress: bool,
     description: str,
+    scratch_dir: str | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Decode ``paths`` into one uint8 array, in worker processes when it pays off."""
+    """Decode ``paths`` into one uint8 array, in worker processes when it pays off.
+
+    Workers write straight into a memory-mapped scratch file in ``scratch_dir`` (default: the
+    system temporary folder): sending the pixels back through pipes cost more than it saved.
+    """
     count = len(paths)
-    images = np.zeros((count, crop, crop, 3), dtype=np.uint8)
-    failures: list[tuple[int, str]] = []
+    shape = (count, crop, crop, 3)
     chunk = min(64, max(8, math.ceil(count / (4 * workers))))
     starts = range(0, count, chunk)
+    failures: list[tuple[int, str]] = []
     with tqdm(total=count, desc=description, unit="img", disable=not progress or count == 0) as bar:
         if workers <= 1 or count <= chunk:
+            images = np.zeros(shape, dtype=np.uint8)
             for start in starts:
-                decoded, chunk_failures = _decode_chunk(paths[start : start + chunk], resize, crop)
-                images[start : start + len(decoded)] = decoded
+                chunk_paths = paths[start : start + chunk]
+                chunk_failures = _decode_into(
+                    images[start : start + chunk], chunk_paths, resize, crop
+                )
                 failures.extend((start + index, reason) for index, reason in chunk_failures)
-                bar.update(len(decoded))
-        else:
+                bar.update(len(chunk_paths))
+            return images, sorted(failures)
+
+        if scratch_dir is not None:
+            os.makedirs(scratch_dir, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="jaxdann-decode-", dir=scratch_dir) as scratch:
+            output_path = os.path.join(scratch, "images.npy")
+            np.lib.format.open_memmap(output_path, mode="w+", dtype=np.uint8, shape=shape).flush()
             # "spawn", not fork: JAX is multithreaded and forking it can deadlock. Workers only
             # import this module, PIL and numpy (JAX is imported lazily), so they start fast.
             context = multiprocessing.get_context("spawn")
@@ -374,25 +400,29 @@ def _decode_all(
             ) as executor:
                 futures = {
                     executor.submit(
-                        _decode_chunk, paths[start : start + chunk], resize, crop
+                        _decode_into_file,
+                        output_path,
+                        start,
+                        paths[start : start + chunk],
+                        resize,
+                        crop,
                     ): start
                     for start in starts
                 }
                 for future in concurrent.futures.as_completed(futures):
                     start = futures[future]
                     try:
-                        decoded, chunk_failures = future.result()
+                        chunk_failures = future.result()
                     except concurrent.futures.process.BrokenProcessPool as error:
                         raise RuntimeError(
                             "A decoding worker process died (out of memory, or a script that "
                             "calls load_domain outside `if __name__ == '__main__':`, which "
                             "worker processes need); add that guard, or pass workers=1."
                         ) from error
-                    images[start : start + len(decoded)] = decoded
                     failures.extend((start + index, reason) for index, reason in chunk_failures)
-                    bar.update(len(decoded))
-    failures.sort()
-    return images, failures
+                    bar.update(len(paths[start : start + chunk]))
+            images = np.load(output_path)  # into memory, before the scratch file goes
+    return images, sorted(failures)
 
 
 # --------------------------------------------------------------------------- cache
@@ -557,6 +587,7 @@ def load_domain(
         workers=workers or _default_workers(),
         progress=progress,
         description=f"decoding {domain}",
+        scratch_dir=cache_dir if use_cache else None,
     )
     bad = [(os.path.join(root, paths[index]), reason) for index, reason in failures]
     if failures:

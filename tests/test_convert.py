@@ -109,3 +109,13 @@ def test_load_params_errors(tmp_path):
     junk.write_bytes(b"\x00not msgpack at all")
     with pytest.raises(ConversionError, match="not a jaxdann weights file"):
         load_params(str(junk))
+
+
+def test_converted_params_do_not_alias_torch_tensors():
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet(weights=None)
+    params = torchvision_to_flax(model.state_dict())
+    before = params["classifier"]["output"]["bias"].copy()
+    with torch.no_grad():
+        model.classifier[6].bias.add_(1.0)  # torch trains in place
+    np.testing.assert_array_equal(params["classifier"]["output"]["bias"], before)

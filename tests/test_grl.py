@@ -1,4 +1,4 @@
-"""The reversal layer: identity forward, exactly -coefficient * g backward, zero for the coefficient."""
+"""The reversal layer: identity forward, exactly -coefficient * g backward."""
 
 import jax
 import jax.numpy as jnp

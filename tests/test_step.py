@@ -1,0 +1,212 @@
+"""The fused step is the seed's procedure: three passes' gradients and torch's parameter update."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdann.config import base_config
+from jaxdann.grl import reverse_gradient
+from jaxdann.models import DANN, build_model
+from jaxdann.optim import make_optimizer
+from jaxdann.step import TrainState, grl_coefficient, make_train_step, normalize
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _config(coefficient=0.1, schedule="constant"):
+    config = base_config()
+    config.grl.coefficient = coefficient
+    config.grl.schedule = schedule
+    return config
+
+
+def _batch(size, batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def images():
+        return rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+
+    return {
+        "source_images": images(),
+        "source_labels": rng.integers(0, 7, batch).astype(np.int32),
+        "source_mask": np.ones(batch, np.float32),
+        "target_images": images(),
+        "target_mask": np.ones(batch, np.float32),
+    }
+
+
+def _init(model, size, seed=0):
+    sample = jnp.zeros((1, size, size, 3))
+    return model.init(jax.random.PRNGKey(seed), sample, method=DANN.initialize_all)["params"]
+
+
+def _step_fn(model, optimizer, config, learning_rate=1.0):
+    step = make_train_step(
+        model, optimizer, lambda s: learning_rate, config, mean=MEAN, std=STD, total_steps=10
+    )
+    return jax.jit(step)
+
+
+def _one_step(model, params, batch, config, optimizer):
+    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    return _step_fn(model, optimizer, config)(state, batch, jax.random.PRNGKey(0))
+
+
+def _assert_trees_close(actual, expected, relative):
+    for (path, got), want in zip(
+        jax.tree_util.tree_leaves_with_path(actual),
+        jax.tree_util.tree_leaves(expected),
+        strict=True,
+    ):
+        scale = float(jnp.abs(want).max()) + 1e-12
+        np.testing.assert_allclose(
+            got, want, rtol=0, atol=relative * scale, err_msg=jax.tree_util.keystr(path)
+        )
+
+
+@pytest.mark.parametrize("arch,size", [("small_cnn", 28), ("alexnet", 63)])
+def test_fused_gradients_equal_the_three_separate_passes(arch, size):
+    model = build_model(arch, 7, adversarial=True, dropout_rate=0.0)
+    params = _init(model, size)
+    batch = _batch(size)
+    # Plain SGD with lr 1: the update is exactly minus the gradient.
+    new_state, metrics = _one_step(model, params, batch, _config(0.3), optax.sgd(1.0))
+    fused = jax.tree.map(lambda old, new: old - new, params, new_state.params)
+
+    source = normalize(batch["source_images"], MEAN, STD)
+    target = normalize(batch["target_images"], MEAN, STD)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels
+
+    def class_pass(p):
+        logits = model.apply({"params": p}, source)
+        return cross_entropy(logits, batch["source_labels"]).mean()
+
+    def domain_pass(p, images, label):
+        def forward(module, images):
+            return module.domain_classifier(reverse_gradient(module.features(images), 0.3))
+
+        logits = model.apply({"params": p}, images, method=forward)
+        return cross_entropy(logits, jnp.full(images.shape[0], label)).mean()
+
+    separate = jax.tree.map(
+        lambda a, b, c: a + b + c,
+        jax.grad(class_pass)(params),
+        jax.grad(domain_pass)(params, source, 0),
+        jax.grad(domain_pass)(params, target, 1),
+    )
+    _assert_trees_close(fused, separate, 1e-4)
+    assert float(jnp.abs(fused["domain_classifier"]["output"]["kernel"]).max()) > 0
+    assert float(metrics["grl_coefficient"]) == pytest.approx(0.3)
+
+
+def test_source_only_step_has_no_domain_branch():
+    model = build_model("small_cnn", 7, adversarial=False)
+    params = _init(model, 28)
+    batch = {k: v for k, v in _batch(28).items() if not k.startswith("target")}
+    state, metrics = _one_step(model, params, batch, _config(), optax.sgd(0.1))
+    assert "domain_loss_source" not in metrics
+    assert set(state.params) == {"features", "classifier"}
+
+
+def test_padded_rows_change_nothing():
+    model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
+    params = _init(model, 28)
+    full = _batch(28, batch=3)
+    padded = {k: np.concatenate([v, np.zeros_like(v[:2])]) for k, v in full.items()}
+    padded["source_images"][3:] = 255  # garbage in the padded rows
+    padded["target_images"][3:] = 7
+    state_full, full_metrics = _one_step(model, params, full, _config(), optax.sgd(0.1))
+    state_padded, padded_metrics = _one_step(model, params, padded, _config(), optax.sgd(0.1))
+    for key in ("class_loss", "domain_loss_source", "domain_loss_target", "source_count"):
+        np.testing.assert_allclose(padded_metrics[key], full_metrics[key], rtol=1e-5)
+    _assert_trees_close(state_padded.params, state_full.params, 1e-5)
+
+
+def test_schedule_is_computed_inside_the_step():
+    def coefficient(step):
+        return grl_coefficient(step, schedule="dann", maximum=0.5, gamma=10.0, total_steps=100)
+
+    steps = jnp.arange(0, 101, 25)
+    values = jax.jit(jax.vmap(coefficient))(steps)
+    expected = 0.5 * (2 / (1 + np.exp(-10 * np.asarray(steps) / 100)) - 1)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-7)
+    constant = grl_coefficient(
+        jnp.int32(7), schedule="constant", maximum=0.1, gamma=10.0, total_steps=9
+    )
+    assert float(constant) == pytest.approx(0.1)
+
+
+def _torch_seed_dann(torch, torchvision):
+    """The seed's model: AlexNet (7 classes) + a domain classifier initialised from it."""
+    torch.manual_seed(0)
+    net = torchvision.models.alexnet(weights=None, num_classes=7, dropout=0.0)
+    domain = torchvision.models.alexnet(weights=None, num_classes=2, dropout=0.0).classifier
+    for i in (1, 4):
+        domain[i].weight.data = net.classifier[i].weight.data.clone()
+        domain[i].bias.data = net.classifier[i].bias.data.clone()
+    return net, domain
+
+
+def _convert_dann(net, domain):
+    from jaxdann.convert import torchvision_to_flax
+
+    state_dict = net.state_dict()
+    params = torchvision_to_flax(state_dict)
+    features = {k: v for k, v in state_dict.items() if k.startswith("features")}
+    as_classifier = {f"classifier.{k}": v for k, v in domain.state_dict().items()}
+    params["domain_classifier"] = torchvision_to_flax({**features, **as_classifier})["classifier"]
+    return params
+
+
+def test_two_steps_move_parameters_like_the_seeds_pytorch_step():
+    """The seed: three forward/backward passes through a torch DANN AlexNet, then SGD.step()."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+
+    class ReverseLayer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, alpha):
+            ctx.alpha = alpha
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad.neg() * ctx.alpha, None
+
+    net, domain = _torch_seed_dann(torch, torchvision)
+    params = _convert_dann(net, domain)
+    alpha, size, lr, batch_size = 0.1, 63, 1e-3, 3
+    batch = _batch(size, batch=batch_size, seed=1)
+    model = build_model("alexnet", 7, adversarial=True, dropout_rate=0.0)
+    optimizer = make_optimizer("sgd", lr, momentum=0.9, weight_decay=5e-5, steps_per_epoch=1)
+    step = _step_fn(model, optimizer, _config(alpha), learning_rate=lr)
+    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+    torch_params = list(net.parameters()) + list(domain.parameters())
+    torch_optimizer = torch.optim.SGD(torch_params, lr=lr, momentum=0.9, weight_decay=5e-5)
+
+    def to_torch(images):
+        return torch.from_numpy(np.array(normalize(images, MEAN, STD)).transpose(0, 3, 1, 2))
+
+    source, target = to_torch(batch["source_images"]), to_torch(batch["target_images"])
+    labels = torch.from_numpy(batch["source_labels"]).long()
+    loss = torch.nn.CrossEntropyLoss()
+
+    def features(x):
+        return torch.flatten(net.avgpool(net.features(x)), 1)
+
+    zeros, ones = torch.zeros(batch_size).long(), torch.ones(batch_size).long()
+    for _ in range(2):  # two steps, so the momentum buffers matter too
+        state, _ = step(state, batch, jax.random.PRNGKey(0))
+        torch_optimizer.zero_grad()
+        loss(net(source), labels).backward()
+        loss(domain(ReverseLayer.apply(features(source), alpha)), zeros).backward()
+        loss(domain(ReverseLayer.apply(features(target), alpha)), ones).backward()
+        torch_optimizer.step()
+
+    expected = _convert_dann(net, domain)
+    moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), params, expected)
+    assert max(jax.tree.leaves(moved)) > 1e-4  # the steps did move the weights
+    _assert_trees_close(state.params, expected, 1e-5)
