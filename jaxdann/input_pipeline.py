@@ -45,10 +45,11 @@ class ExperimentData:
     std: tuple[float, float, float]
 
 
-def _limit(split: Split, limit: int, seed: int) -> Split:
+def _limit(split: Split, limit: int) -> Split:
+    """A fixed subset (the same for every training seed, so seeds compare on the same data)."""
     if limit <= 0 or len(split) <= limit:
         return split
-    keep = np.sort(np.random.default_rng([seed, _LIMIT_STREAM]).permutation(len(split))[:limit])
+    keep = np.sort(np.random.default_rng(_LIMIT_STREAM).permutation(len(split))[:limit])
     return Split(split.images[keep], split.labels[keep])
 
 
@@ -61,19 +62,23 @@ def _concat(splits: list[Split]) -> Split:
 def load_experiment_data(config) -> ExperimentData:
     """Loads the source, target and validation data a config names."""
     if config.data.name == "digits":
-        return _load_digits()
+        return _load_digits(config)
     return _load_pacs(config)
 
 
-def _load_digits() -> ExperimentData:
+def _load_digits(config) -> ExperimentData:
     from jaxdann.demo_data import CLASS_NAMES, make_digits_splits
 
-    splits = make_digits_splits()
+    splits = make_digits_splits(config.data.crop)
+
+    def split(arrays) -> Split:
+        return _limit(Split(*arrays), config.data.limit)
+
     return ExperimentData(
-        source=Split(*splits.source_train),
-        target=Split(*splits.target_train),
-        target_eval=Split(*splits.target_test),
-        validation=Split(*splits.source_validation),
+        source=split(splits.source_train),
+        target=split(splits.target_train),
+        target_eval=split(splits.target_test),
+        validation=split(splits.source_validation),
         class_names=CLASS_NAMES,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
@@ -111,7 +116,7 @@ def _load_pacs(config) -> ExperimentData:
 
     def split(name: str) -> Split:
         domain = domains[name]
-        return _limit(Split(domain.images, domain.labels), data.limit, config.seed)
+        return _limit(Split(domain.images, domain.labels), data.limit)
 
     target = split(data.target)
     validation = _concat([split(n) for n in validation_names]) if validation_names else None

@@ -192,15 +192,16 @@ EPOCH_METRICS = (
 def summarize_epoch(step_metrics: list[dict]) -> dict:
     """Reduces a list of per-step metric dicts on the device: one small result to fetch.
 
-    Sums are divided by the number of real (unpadded) rows; the learning rate and coefficient are
-    the values of the epoch's first step; ``losses`` keeps every step's loss for divergence checks.
+    Sums are divided by the number of real (unpadded) rows; the learning rate is the epoch's
+    (constant within it), the reversal coefficient its mean over the epoch's steps; ``losses`` keeps
+    every step's loss for divergence checks.
     """
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics)
     totals = jax.tree.map(jnp.sum, stacked)
     source = totals["source_count"]
     summary = {
         "learning_rate": stacked["learning_rate"][0],
-        "grl_coefficient": stacked["grl_coefficient"][0],
+        "grl_coefficient": jnp.mean(stacked["grl_coefficient"]),
         "class_loss": totals["class_loss"] / source,
         "source_accuracy": totals["class_correct"] / source,
         "losses": stacked["loss"],

@@ -1,0 +1,191 @@
+"""The training loop on the embedded demo: outputs, resumption, determinism, divergence."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxdann import config as config_lib
+from jaxdann import input_pipeline
+from jaxdann.trainer import TrainingDiverged, train_and_evaluate
+
+TRAINING_KEYS = (
+    "learning_rate",
+    "grl_coefficient",
+    "class_loss",
+    "source_accuracy",
+    "domain_loss_source",
+    "domain_loss_target",
+    "domain_accuracy_source",
+    "domain_accuracy_target",
+)
+
+
+def tiny_config(**overrides):
+    """The demo with a few images and epochs, on one device: seconds, not minutes."""
+    config = config_lib.demo_config()
+    config.epochs = 3
+    config.batch_size = 16
+    config.data.limit = 40  # 3 steps per epoch, the last one short (8 of 16)
+    config.parallel.num_devices = 1
+    config.log_every_epoch = False
+    return config_lib.apply_overrides(config, {k: str(v) for k, v in overrides.items()})
+
+
+def read_rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def training_part(rows):
+    return [{k: row[k] for k in ("epoch", *TRAINING_KEYS, "target_accuracy")} for row in rows]
+
+
+def test_run_folder_has_every_output(tmp_path):
+    workdir = str(tmp_path / "run")
+    summary = train_and_evaluate(tiny_config(), workdir, progress=False)
+    for name in ("config.json", "metrics.jsonl", "summary.json", "evaluation.json"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    for name in ("curves.png", "confusion.png"):
+        with open(os.path.join(workdir, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]  # keeps 2
+    rows = read_rows(workdir)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        for key in (*TRAINING_KEYS, "target_accuracy"):
+            assert np.isfinite(row[key]), key
+        assert 0 < row["grl_coefficient"] <= 1  # the DANN ramp, averaged over the epoch
+    assert rows[0]["grl_coefficient"] < rows[-1]["grl_coefficient"]
+    assert "validation_accuracy" in rows[-1]
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["batch_size"] == 16
+    with open(os.path.join(workdir, "evaluation.json")) as f:
+        evaluation = json.load(f)
+    matrix = np.asarray(evaluation["confusion_matrix"])
+    assert matrix.sum() == 40 and matrix.shape == (10, 10)
+    assert evaluation["target_accuracy"] == pytest.approx(np.trace(matrix) / 40)
+    assert summary["final_target_accuracy"] == rows[-1]["target_accuracy"]
+    assert summary["num_devices"] == 1 and summary["epochs"] == 3
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
+    first = train_and_evaluate(tiny_config(epochs=2), str(tmp_path / "a"), progress=False)
+    second = train_and_evaluate(tiny_config(epochs=2), str(tmp_path / "b"), progress=False)
+    other = train_and_evaluate(tiny_config(epochs=2, seed=1), str(tmp_path / "c"), progress=False)
+    a, b = training_part(read_rows(tmp_path / "a")), training_part(read_rows(tmp_path / "b"))
+    assert a == b
+    assert a != training_part(read_rows(tmp_path / "c"))
+    assert first["final_target_accuracy"] == second["final_target_accuracy"]
+    del other
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_mid_epoch_and_resumed_equals_unbroken(tmp_path):
+    unbroken = str(tmp_path / "unbroken")
+    train_and_evaluate(tiny_config(epochs=3), unbroken, progress=False)
+
+    broken = str(tmp_path / "broken")
+
+    def crash(step):
+        if step == 4:  # the middle of epoch 2 (3 steps per epoch)
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_and_evaluate(tiny_config(epochs=3), broken, progress=False, on_step=crash)
+    assert [row["epoch"] for row in read_rows(broken)] == [1]
+    train_and_evaluate(tiny_config(epochs=3), broken, progress=False)
+    assert training_part(read_rows(broken)) == training_part(read_rows(unbroken))
+
+
+def test_larger_epochs_extends_a_finished_run(tmp_path):
+    # A constant coefficient: the DANN ramp depends on the run's total length by definition.
+    constant = {"grl.schedule": "constant"}
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config(epochs=2, **constant), workdir, progress=False)
+    train_and_evaluate(tiny_config(epochs=3, **constant), workdir, progress=False)
+    reference = str(tmp_path / "reference")
+    train_and_evaluate(tiny_config(epochs=3, **constant), reference, progress=False)
+    assert training_part(read_rows(workdir)) == training_part(read_rows(reference))
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
+    with pytest.raises(config_lib.ConfigError, match=r"different config \(optimizer\.name\)"):
+        train_and_evaluate(tiny_config(epochs=1, **{"optimizer.name": "adam"}), workdir)
+
+
+def test_target_labels_never_change_training(tmp_path, monkeypatch):
+    reference = str(tmp_path / "reference")
+    train_and_evaluate(tiny_config(epochs=2), reference, progress=False)
+    original = input_pipeline.load_experiment_data
+
+    def permuted_target_labels(config):
+        data = original(config)
+        shuffled = np.random.default_rng(0).permutation(data.target.labels)
+        assert not np.array_equal(shuffled, data.target.labels)
+        target = input_pipeline.Split(data.target.images, shuffled)
+        return input_pipeline.ExperimentData(
+            data.source,
+            target,
+            data.target_eval,
+            data.validation,
+            data.class_names,
+            data.mean,
+            data.std,
+        )
+
+    monkeypatch.setattr(input_pipeline, "load_experiment_data", permuted_target_labels)
+    permuted = str(tmp_path / "permuted")
+    train_and_evaluate(tiny_config(epochs=2), permuted, progress=False)
+    assert training_part(read_rows(permuted)) == training_part(read_rows(reference))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
+    explode = tiny_config(epochs=3)
+    # Resume the same run with a learning rate so large that the next epoch diverges.
+    with open(os.path.join(workdir, "config.json")) as f:
+        saved = json.load(f)
+    saved["optimizer"]["learning_rate"] = 1e30
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(saved, f)
+    explode.optimizer.learning_rate = 1e30
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step [3-5] \(epoch 2\)"):
+        train_and_evaluate(explode, workdir, progress=False)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
+    assert [row["epoch"] for row in read_rows(workdir)] == [1]
+
+
+def test_source_only_overfits_a_small_set(tmp_path):
+    one_batch = {"data.limit": 32, "batch_size": 32, "optimizer.name": "adam"}
+    config = tiny_config(epochs=25, adaptation="none", **one_batch)
+    train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+    rows = read_rows(tmp_path / "run")
+    assert rows[-1]["source_accuracy"] == 1.0
+    assert rows[-1]["class_loss"] < 0.1 * rows[0]["class_loss"]
+    assert rows[-1]["domain_loss_source"] is None and rows[-1]["grl_coefficient"] is None
+
+
+def test_one_and_four_devices_give_the_same_metrics(tmp_path):
+    import jax
+
+    if jax.device_count() < 4:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4 (set in conftest)")
+    one = str(tmp_path / "one")
+    four = str(tmp_path / "four")
+    # batch 18 does not divide by 4: the padded, masked rows must not count.
+    train_and_evaluate(tiny_config(epochs=2, batch_size=18), one, progress=False)
+    summary = train_and_evaluate(
+        tiny_config(epochs=2, batch_size=18, **{"parallel.num_devices": 4}), four, progress=False
+    )
+    assert summary["num_devices"] == 4
+    for a, b in zip(read_rows(one), read_rows(four), strict=True):
+        for key in (*TRAINING_KEYS, "target_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
