@@ -158,6 +158,7 @@ def make_train_step(
                     "domain_loss_target": jnp.sum(domain_losses[target_part] * target_mask),
                     "domain_correct_target": jnp.sum(domain_hits[target_part] * target_mask),
                     "target_count": jnp.sum(target_mask),
+                    "grl_coefficient": coefficient,
                 }
             return loss, outputs
 
@@ -167,7 +168,6 @@ def make_train_step(
         metrics = outputs | {
             "loss": loss,
             "source_count": jnp.sum(source_mask),
-            "grl_coefficient": coefficient if adversarial else jnp.zeros((), jnp.float32),
             "learning_rate": learning_rate(state.step),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -201,7 +201,6 @@ def summarize_epoch(step_metrics: list[dict]) -> dict:
     source = totals["source_count"]
     summary = {
         "learning_rate": stacked["learning_rate"][0],
-        "grl_coefficient": jnp.mean(stacked["grl_coefficient"]),
         "class_loss": totals["class_loss"] / source,
         "source_accuracy": totals["class_correct"] / source,
         "losses": stacked["loss"],
@@ -209,6 +208,7 @@ def summarize_epoch(step_metrics: list[dict]) -> dict:
     if "target_count" in totals:
         target = totals["target_count"]
         summary |= {
+            "grl_coefficient": jnp.mean(stacked["grl_coefficient"]),
             "domain_loss_source": totals["domain_loss_source"] / source,
             "domain_loss_target": totals["domain_loss_target"] / target,
             "domain_accuracy_source": totals["domain_correct_source"] / source,
