@@ -116,7 +116,11 @@ def _prepare_workdir(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
     resolved = config_lib.to_dict(config)
-    if os.path.exists(path):
+    checkpoints = os.path.join(workdir, "checkpoints")
+    has_progress = os.path.isdir(checkpoints) and any(
+        name.isdigit() for name in os.listdir(checkpoints)
+    )
+    if has_progress and os.path.exists(path):
         with open(path) as f:
             previous = config_lib.flatten(json.load(f))
         current = config_lib.flatten(resolved)
@@ -158,7 +162,8 @@ class _Evaluator:
     """Accuracy and predictions over a device-resident pool, in fixed-shape padded batches."""
 
     def __init__(self, model, mean, std, batch_size: int, mesh):
-        self.batch_size = -(-batch_size // mesh.size) * mesh.size
+        self.batch_size = batch_size
+        self.num_devices = mesh.size
         self.sharding = parallel.batch_sharded(mesh)
         eval_step = make_eval_step(model, mean=mean, std=std)
 
@@ -169,9 +174,11 @@ class _Evaluator:
 
     def __call__(self, params, pool) -> tuple[float, np.ndarray]:
         images, labels, count = pool
+        # Small pools get one small batch, not one padded to eval_batch_size.
+        batch_size = -(-min(self.batch_size, count) // self.num_devices) * self.num_devices
         predictions, correct = [], []
-        for start in range(0, count, self.batch_size):
-            indices = np.arange(start, start + self.batch_size)
+        for start in range(0, count, batch_size):
+            indices = np.arange(start, start + batch_size)
             mask = (indices < count).astype(np.float32)
             indices = np.where(indices < count, indices, 0).astype(np.int32)
             put = lambda x: jax.device_put(x, self.sharding)  # noqa: E731
@@ -199,6 +206,11 @@ def train_and_evaluate(
     parallel.maybe_initialize_distributed(config.parallel.distributed)
     mesh = parallel.make_mesh(config.parallel.num_devices)
     is_main = jax.process_index() == 0
+    pretrained = str(config.model.pretrained)
+    if pretrained.lower() not in ("", "none") and not os.path.isfile(pretrained):
+        from jaxdann.convert import load_params
+
+        load_params(pretrained)  # raises the one-sentence "how to convert" error before any work
     _prepare_workdir(config, workdir)
 
     data = input_pipeline.load_experiment_data(config)
