@@ -1,4 +1,4 @@
-"""The embedded demo: scikit-learn digits -> the same digits on textured photographs (MNIST-M style).
+"""The embedded demo: scikit-learn digits -> the same digits on textured photographs (MNIST-M).
 
     python -m jaxdann.train                                        # DANN (this config)
     python -m jaxdann.train --config configs/demo.py --config.adaptation=none   # source only

@@ -17,7 +17,7 @@ _RMSPROP_ALPHA, _RMSPROP_EPS = 0.99, 1e-8
 
 
 def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
+    if isinstance(value, int | float) and not value > 0:  # a traced value is checked by its caller
         raise ValueError(f"{name} must be positive, got {value!r}.")
 
 
@@ -36,7 +36,8 @@ def learning_rate_schedule(
     """Torch `StepLR(step_size, gamma)`, stepped once per epoch, as a per-optimizer-step schedule.
 
     `lr(step) = learning_rate * gamma ** ((step // steps_per_epoch) // step_size)`. Works with a
-    traced step count, so it can live inside a jitted training step.
+    traced step count and a traced `learning_rate`, so it can live inside a jitted training step
+    whose compiled form is then shared by every learning rate (the sweep relies on this).
     """
     _check_positive("learning_rate", learning_rate)
     _check_positive("steps_per_epoch", steps_per_epoch)

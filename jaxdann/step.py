@@ -32,11 +32,16 @@ __all__ = [
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """Everything a run carries from step to step (and into checkpoints)."""
+    """Everything a run carries from step to step (and into checkpoints).
+
+    The base learning rate is state, not a constant of the compiled step, so runs that differ
+    only in learning rate share one compiled executable.
+    """
 
     step: jax.Array
     params: Any
     opt_state: Any
+    learning_rate: jax.Array
 
 
 def grl_coefficient(
@@ -81,8 +86,8 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 def make_train_step(
     model: DANN,
-    optimizer: optax.GradientTransformation,
-    learning_rate: Callable[[jax.Array], jax.Array],
+    optimizer_for: Callable[[jax.Array], optax.GradientTransformation],
+    schedule_for: Callable[[jax.Array], Callable[[jax.Array], jax.Array]],
     config,
     *,
     mean,
@@ -90,6 +95,9 @@ def make_train_step(
     total_steps: int,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Builds ``train_step(state, batch, rng) -> (state, metrics)`` (not yet jitted).
+
+    ``optimizer_for(lr)`` and ``schedule_for(lr)`` build the optimizer and the learning-rate
+    schedule for the state's base learning rate (a traced scalar).
 
     ``batch`` holds ``source_images`` (uint8), ``source_labels``, ``source_mask`` and, with
     adaptation, ``target_images`` and ``target_mask``. There is no target label to hold.
@@ -163,12 +171,13 @@ def make_train_step(
             return loss, outputs
 
         (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        optimizer = optimizer_for(state.learning_rate)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = outputs | {
             "loss": loss,
             "source_count": jnp.sum(source_mask),
-            "learning_rate": learning_rate(state.step),
+            "learning_rate": schedule_for(state.learning_rate)(state.step),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics

@@ -221,26 +221,28 @@ def train_and_evaluate(
     )
     total_steps = steps_per_epoch * epochs
     opt = config.optimizer
-    schedule = learning_rate_schedule(
-        opt.learning_rate, step_size=opt.step_size, gamma=opt.gamma, steps_per_epoch=steps_per_epoch
-    )
-    optimizer = make_optimizer(
-        opt.name,
-        opt.learning_rate,
-        momentum=opt.momentum,
-        weight_decay=opt.weight_decay,
-        step_size=opt.step_size,
-        gamma=opt.gamma,
-        steps_per_epoch=steps_per_epoch,
-    )
+    decay = {"step_size": opt.step_size, "gamma": opt.gamma, "steps_per_epoch": steps_per_epoch}
+
+    def schedule_for(learning_rate):
+        return learning_rate_schedule(learning_rate, **decay)
+
+    def optimizer_for(learning_rate):
+        return make_optimizer(
+            opt.name, learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay, **decay
+        )
+
     model = build_from_config(config, len(data.class_names))
 
     replicated = parallel.replicated(mesh)
     sharded = parallel.batch_sharded(mesh)
     root_key = jax.random.PRNGKey(config.seed)
     params = initial_params(model, config, data.source.images.shape[1:], root_key)
+    learning_rate = jnp.asarray(opt.learning_rate, jnp.float32)
     state = TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params)
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer_for(learning_rate).init(params),
+        learning_rate=learning_rate,
     )
     state = jax.device_put(state, replicated)
 
@@ -273,7 +275,13 @@ def train_and_evaluate(
         eval_pools["validation"] = to_device(data.validation)
 
     step_fn = make_train_step(
-        model, optimizer, schedule, config, mean=data.mean, std=data.std, total_steps=total_steps
+        model,
+        optimizer_for,
+        schedule_for,
+        config,
+        mean=data.mean,
+        std=data.std,
+        total_steps=total_steps,
     )
     train_step = jax.jit(step_fn, donate_argnums=0)
 

@@ -44,13 +44,23 @@ def _init(model, size, seed=0):
 
 def _step_fn(model, optimizer, config, learning_rate=1.0):
     step = make_train_step(
-        model, optimizer, lambda s: learning_rate, config, mean=MEAN, std=STD, total_steps=10
+        model,
+        lambda lr: optimizer,
+        lambda lr: lambda step: learning_rate,
+        config,
+        mean=MEAN,
+        std=STD,
+        total_steps=10,
     )
     return jax.jit(step)
 
 
+def _state(params, optimizer, learning_rate=1.0):
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), learning_rate)
+
+
 def _one_step(model, params, batch, config, optimizer):
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    state = _state(params, optimizer)
     return _step_fn(model, optimizer, config)(state, batch, jax.random.PRNGKey(0))
 
 
@@ -182,7 +192,7 @@ def test_two_steps_move_parameters_like_the_seeds_pytorch_step():
     model = build_model("alexnet", 7, adversarial=True, dropout_rate=0.0)
     optimizer = make_optimizer("sgd", lr, momentum=0.9, weight_decay=5e-5, steps_per_epoch=1)
     step = _step_fn(model, optimizer, _config(alpha), learning_rate=lr)
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    state = _state(params, optimizer, lr)
 
     torch_params = list(net.parameters()) + list(domain.parameters())
     torch_optimizer = torch.optim.SGD(torch_params, lr=lr, momentum=0.9, weight_decay=5e-5)
