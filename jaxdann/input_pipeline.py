@@ -15,6 +15,7 @@ __all__ = [
     "Split",
     "ExperimentData",
     "load_experiment_data",
+    "load_pacs_domains",
     "steps_per_epoch",
     "source_batch_indices",
     "target_batch_indices",
@@ -59,11 +60,35 @@ def _concat(splits: list[Split]) -> Split:
     )
 
 
-def load_experiment_data(config) -> ExperimentData:
-    """Loads the source, target and validation data a config names."""
+def load_experiment_data(config, domains: dict | None = None) -> ExperimentData:
+    """Loads the source, target and validation data a config names.
+
+    ``domains`` (PACS only): already loaded ``jaxdann.data.Domain`` objects by name, so that a
+    sweep over many runs decodes (or reads from the cache) each domain once.
+    """
     if config.data.name == "digits":
         return _load_digits(config)
-    return _load_pacs(config)
+    return _load_pacs(config, domains)
+
+
+def load_pacs_domains(config, names) -> dict:
+    """The named PACS domains, read the way ``config.data`` says (folder walk or TFDS)."""
+    from jaxdann import data as pacs
+
+    data = config.data
+    root = data.root or pacs.default_root()
+    if data.format == "tfds":
+        from jaxdann.tfds_pacs import load_domains_tfds
+
+        return load_domains_tfds(root, names, resize=data.resize, crop=data.crop)
+    return pacs.load_domains(
+        root,
+        names,
+        resize=data.resize,
+        crop=data.crop,
+        cache_dir=data.cache_dir or None,
+        on_bad=data.on_bad,
+    )
 
 
 def _load_digits(config) -> ExperimentData:
@@ -85,11 +110,10 @@ def _load_digits(config) -> ExperimentData:
     )
 
 
-def _load_pacs(config) -> ExperimentData:
+def _load_pacs(config, domains: dict | None) -> ExperimentData:
     from jaxdann import data as pacs
 
     data = config.data
-    root = data.root or pacs.default_root()
     validation_names = [name for name in data.validation.split(",") if name]
     for name in validation_names:
         if name in (data.source, data.target):
@@ -100,19 +124,8 @@ def _load_pacs(config) -> ExperimentData:
     if data.source == data.target:
         raise ValueError(f"config keys data.source and data.target are both {data.source!r}.")
     names = [data.source, data.target, *validation_names]
-    if data.format == "tfds":
-        from jaxdann.tfds_pacs import load_domains_tfds
-
-        domains = load_domains_tfds(root, names, resize=data.resize, crop=data.crop)
-    else:
-        domains = pacs.load_domains(
-            root,
-            names,
-            resize=data.resize,
-            crop=data.crop,
-            cache_dir=data.cache_dir or None,
-            on_bad=data.on_bad,
-        )
+    if domains is None or any(name not in domains for name in names):
+        domains = load_pacs_domains(config, names)
 
     def split(name: str) -> Split:
         domain = domains[name]

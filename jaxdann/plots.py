@@ -79,6 +79,8 @@ def plot_heatmap(
     column_labels: Sequence[str],
     title: str,
     output_path: str,
+    xlabel: str = "learning rate",
+    ylabel: str = "optimizer",
 ) -> None:
     """A grid of accuracies (rows x columns), each cell annotated; NaN cells are left blank."""
     values = np.asarray(values, dtype=float)
@@ -93,7 +95,7 @@ def plot_heatmap(
             color = "black" if value > 0.6 else "white"
             axis.text(col, row, f"{value:.3f}", ha="center", va="center", color=color)
     figure.colorbar(image, ax=axis)
-    axis.set_title(title)
+    axis.set(title=title, xlabel=xlabel, ylabel=ylabel)
     figure.tight_layout()
     figure.savefig(output_path, dpi=110)
     plt.close(figure)

@@ -193,10 +193,13 @@ def train_and_evaluate(
     config,
     workdir: str,
     *,
+    data: input_pipeline.ExperimentData | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Trains (or resumes) the run in ``workdir`` and returns its summary.
+
+    ``data``: already loaded arrays for this config (a sweep passes them to every run).
 
     ``on_step(global_step)`` is called after each step is dispatched (tests use it to interrupt
     a run in the middle of an epoch).
@@ -213,7 +216,8 @@ def train_and_evaluate(
         load_params(pretrained)  # raises the one-sentence "how to convert" error before any work
     _prepare_workdir(config, workdir)
 
-    data = input_pipeline.load_experiment_data(config)
+    if data is None:
+        data = input_pipeline.load_experiment_data(config)
     adversarial = config.adaptation == "dann"
     batch_size, epochs = int(config.batch_size), int(config.epochs)
     steps_per_epoch = input_pipeline.steps_per_epoch(

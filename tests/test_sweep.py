@@ -1,0 +1,160 @@
+"""The grid sweep, the report and the all-pairs table on tiny data."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxdann import config as config_lib
+from jaxdann import input_pipeline, pairs, report, sweep
+
+
+def demo_grid_config(**overrides):
+    config = config_lib.demo_config()
+    config.epochs = 1
+    config.batch_size = 16
+    config.data.limit = 32
+    config.parallel.num_devices = 1
+    config.log_every_epoch = False
+    return config_lib.apply_overrides(config, {k: str(v) for k, v in overrides.items()})
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_grid_writes_results_heatmaps_and_selects_by_validation(tmp_path, monkeypatch, capsys):
+    loads = []
+    original = input_pipeline.load_experiment_data
+    monkeypatch.setattr(
+        input_pipeline, "load_experiment_data", lambda *a, **k: loads.append(1) or original(*a, **k)
+    )
+    workdir = str(tmp_path / "grid")
+    rows = sweep.run_grid(demo_grid_config(), workdir, [0.01, 0.001], ["sgd", "adam"], ["dann"])
+    assert len(loads) == 1  # data loaded once for the whole grid
+    results = read_csv(os.path.join(workdir, "results.csv"))
+    assert [(r["optimizer"], float(r["learning_rate"])) for r in results] == [
+        ("sgd", 0.01),
+        ("sgd", 0.001),
+        ("adam", 0.01),
+        ("adam", 0.001),
+    ]
+    for row in results:
+        for key in ("train_accuracy", "validation_accuracy", "target_accuracy"):
+            assert 0.0 <= float(row[key]) <= 1.0
+        with open(os.path.join(row["run_folder"], "summary.json")) as f:
+            summary = json.load(f)
+        assert float(row["validation_accuracy"]) == summary["validation_accuracy"]
+        assert float(row["target_accuracy"]) == summary["final_target_accuracy"]
+    for name in ("heatmap_train", "heatmap_validation", "heatmap_target_oracle", "best_curves"):
+        assert os.path.getsize(os.path.join(workdir, f"{name}.png")) > 1000
+    best = max(rows, key=lambda row: row["validation_accuracy"])
+    out = capsys.readouterr().out
+    assert f"best by validation is {best['optimizer']} lr={best['learning_rate']:g}" in out
+    # Cells that differ only in learning rate share one compiled step: 2 optimizers, 2 steps.
+    cached = os.listdir(os.path.join(workdir, ".jax_cache"))
+    assert len([name for name in cached if name.startswith("jit_train_step")]) == 2
+
+    # A rerun skips finished cells and trains nothing.
+    monkeypatch.setattr(
+        "jaxdann.trainer.train_and_evaluate",
+        lambda *a, **k: pytest.fail("a finished cell was trained again"),
+    )
+    again = sweep.run_grid(demo_grid_config(), workdir, [0.01, 0.001], ["sgd", "adam"], ["dann"])
+    assert [row["status"] for row in again] == ["done earlier"] * 4
+    assert [row["target_accuracy"] for row in again] == [row["target_accuracy"] for row in rows]
+
+
+def test_interrupted_cell_resumes(tmp_path):
+    from jaxdann.trainer import train_and_evaluate
+
+    workdir = str(tmp_path / "grid")
+    config = demo_grid_config(epochs=2)
+    cell = os.path.join(workdir, "dann_sgd_lr0.01")
+
+    def crash(step):
+        if step == 3:  # in epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(config, cell, progress=False, on_step=crash)
+    rows = sweep.run_grid(config, workdir, [0.01], ["sgd"], ["dann"])
+    assert rows[0]["status"] == "trained"
+    with open(os.path.join(cell, "metrics.jsonl")) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+
+
+def test_sweep_command_line_errors(capsys):
+    assert sweep.main(["--learning_rates", "0.1"]) == 2
+    assert "needs --workdir" in capsys.readouterr().err
+    assert sweep.main(["--workdir", "x", "--optimizers", "sgd,lbfgs"]) == 2
+    assert "choose from sgd, adam, rmsprop" in capsys.readouterr().err
+
+
+def test_report_from_runs_and_sweeps(tmp_path):
+    grid = str(tmp_path / "grid")
+    sweep.run_grid(demo_grid_config(), grid, [0.01, 0.001], ["sgd"], ["none", "dann"])
+    output = str(tmp_path / "report")
+    single = os.path.join(grid, "none_sgd_lr0.01")
+    assert report.main([single, grid, "--output", output]) == 0
+    with open(os.path.join(output, "report.md")) as f:
+        markdown = f.read()
+    rows = read_csv(os.path.join(output, "report.csv"))
+    assert [row["model"] for row in rows][0] == "NO ADAP 0.01 SGD"
+    assert {row["model"].split()[0] for row in rows[1:]} == {"NO", "ADAP"}  # best of each
+    with open(os.path.join(single, "summary.json")) as f:
+        summary = json.load(f)
+    assert f"{summary['final_target_accuracy']:.4f}" in markdown
+    with pytest.raises(SystemExit):
+        report.main([])
+    assert report.main([str(tmp_path)]) == 2
+
+
+def _write_tree(root, domains=("photo", "sketch"), classes=("cat", "dog"), per_class=6):
+    rng = np.random.default_rng(0)
+    for d, domain in enumerate(domains):
+        for c, name in enumerate(classes):
+            folder = root / domain / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 60, (40, 44, 3)) + 80 * c + 40 * d
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+
+
+def test_all_pairs_table(tmp_path):
+    root = tmp_path / "PACS"
+    _write_tree(root)
+    config = config_lib.base_config()
+    overrides = {
+        "data.root": str(root),
+        "data.resize": "36",
+        "data.crop": "32",
+        "data.cache_dir": str(tmp_path / "cache"),
+        "model.arch": "small_cnn",
+        "model.pretrained": "none",
+        "model.domain_hidden": "16",
+        "model.domain_init_from_classifier": "false",
+        "model.dropout_rate": "0",
+        "epochs": "1",
+        "batch_size": "8",
+        "parallel.num_devices": "1",
+        "log_every_epoch": "false",
+    }
+    config = config_lib.apply_overrides(config, overrides)
+    workdir = str(tmp_path / "pairs")
+    rows = pairs.run_pairs(config, workdir, seeds=[0, 1], domains=["photo", "sketch"])
+    assert len(rows) == 2 * 2 * 2  # ordered pairs x adaptations x seeds
+    with open(os.path.join(workdir, "pairs.md")) as f:
+        table = f.read()
+    for pair in ("photo -> sketch", "sketch -> photo", "**average**"):
+        assert pair in table
+    photo_to_sketch = [
+        r["target_accuracy"] for r in rows if (r["source"], r["adaptation"]) == ("photo", "dann")
+    ]
+    mean, std = np.mean(photo_to_sketch), np.std(photo_to_sketch, ddof=1)
+    assert f"{mean:.4f} +- {std:.4f}" in table
+    assert os.path.exists(os.path.join(workdir, "photo_to_sketch", "dann", "seed1", "summary.json"))
