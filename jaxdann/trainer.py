@@ -353,7 +353,9 @@ def train_and_evaluate(
             row["validation_accuracy"], _ = evaluate(state.params, eval_pools["validation"])
         row["epoch_time_s"] = round(time.time() - epoch_started, 3)
         history.append(row)
-        manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+        every = max(int(config.checkpoint_every_epochs), 1)
+        if (epoch + 1) % every == 0 or last_epoch:
+            manager.save(epoch + 1, args=ocp.args.StandardSave(state))
         if is_main:
             _write_jsonl(metrics_path, history)
             if config.log_every_epoch:

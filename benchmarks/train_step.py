@@ -1,0 +1,232 @@
+"""Times jaxdann's fused DANN step (B source + B target images per step) after compilation.
+
+    python benchmarks/train_step.py --batch-size 32 --image-size 224 --steps 10 [--dtype bfloat16]
+        [--compare-torch]
+
+With ``--compare-torch`` it also times a PyTorch eager implementation of the seed's step on the
+same device, batch and size: three forward/backward passes (class loss on source, domain loss on
+source, domain loss on target, as the seed does), then one SGD step; and prints the ratio. The
+last line printed is one JSON object (``images_per_second`` counts source + target images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxdann import config as config_lib  # noqa: E402
+from jaxdann.models import DANN, build_model  # noqa: E402
+from jaxdann.optim import learning_rate_schedule, make_optimizer  # noqa: E402
+from jaxdann.step import TrainState, make_train_step  # noqa: E402
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Dense peak rates (TFLOP/s) by device kind substring, from the vendors' datasheets (SXM parts):
+# float32 here means the TF32 tensor-core rate XLA uses for float32 matmuls/convs by default.
+PEAK_TFLOPS = {
+    "H200": {"bfloat16": 989.0, "float32": 494.0},
+    "H100": {"bfloat16": 989.0, "float32": 494.0},
+    "A100": {"bfloat16": 312.0, "float32": 156.0},
+}
+
+
+def _peak(dtype: str) -> float | None:
+    kind = jax.devices()[0].device_kind
+    for name, rates in PEAK_TFLOPS.items():
+        if name in kind:
+            return rates[dtype]
+    return None
+
+
+def time_jax(batch_size: int, image_size: int, steps: int, warmup: int, dtype: str) -> dict:
+    config = config_lib.base_config()
+    model = build_model(
+        "alexnet",
+        7,
+        adversarial=True,
+        dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
+    )
+    decay = {"steps_per_epoch": 100}
+
+    def optimizer_for(lr):
+        return make_optimizer("sgd", lr, momentum=0.9, weight_decay=5e-5, **decay)
+
+    def schedule_for(lr):
+        return learning_rate_schedule(lr, **decay)
+
+    sample = jnp.zeros((1, image_size, image_size, 3))
+    init = jax.jit(lambda key: model.init(key, sample, method=DANN.initialize_all)["params"])
+    params = init(jax.random.PRNGKey(0))
+    learning_rate = jnp.float32(1e-3)
+    state = TrainState(
+        jnp.zeros((), jnp.int32), params, optimizer_for(learning_rate).init(params), learning_rate
+    )
+    step = jax.jit(
+        make_train_step(
+            model,
+            optimizer_for,
+            schedule_for,
+            config,
+            mean=MEAN,
+            std=STD,
+            total_steps=steps + warmup,
+        ),
+        donate_argnums=0,
+    )
+    rng = np.random.default_rng(0)
+    shape = (batch_size, image_size, image_size, 3)
+    batch = jax.device_put(
+        {
+            "source_images": rng.integers(0, 256, shape, dtype=np.uint8),
+            "source_labels": rng.integers(0, 7, batch_size).astype(np.int32),
+            "source_mask": np.ones(batch_size, np.float32),
+            "target_images": rng.integers(0, 256, shape, dtype=np.uint8),
+            "target_mask": np.ones(batch_size, np.float32),
+        }
+    )
+    key = jax.random.PRNGKey(1)
+    started = time.perf_counter()
+    compiled = step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - started
+    flops = None
+    try:
+        analysis = compiled.cost_analysis()
+        analysis = analysis[0] if isinstance(analysis, list | tuple) else analysis
+        flops = float(analysis.get("flops", 0.0)) or None
+    except Exception:  # cost analysis is best-effort and backend-dependent
+        pass
+    for _ in range(warmup):
+        state, metrics = compiled(state, batch, key)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        state, metrics = compiled(state, batch, key)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - started)
+    median = float(np.median(times))
+    result = {
+        "framework": "jax",
+        "dtype": dtype,
+        "compile_s": round(compile_s, 2),
+        "step_s_median": median,
+        "step_s_min": float(np.min(times)),
+        "images_per_second": 2 * batch_size / median,
+        "loss_finite": bool(np.isfinite(float(metrics["loss"]))),
+    }
+    if flops:
+        result["flops_per_step"] = flops
+        result["tflops_per_second"] = flops / median / 1e12
+        peak = _peak(dtype)
+        if peak:
+            result["peak_tflops"] = peak
+            result["mfu"] = flops / median / 1e12 / peak
+    return result
+
+
+def time_torch(batch_size: int, image_size: int, steps: int, warmup: int) -> dict:
+    import torch
+    import torchvision
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    class ReverseLayer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, alpha):
+            ctx.alpha = alpha
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad.neg() * ctx.alpha, None
+
+    torch.manual_seed(0)
+    net = torchvision.models.alexnet(weights=None, num_classes=7).to(device).train()
+    domain = torchvision.models.alexnet(weights=None, num_classes=2).classifier.to(device).train()
+    parameters = list(net.parameters()) + list(domain.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9, weight_decay=5e-5)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    shape = (batch_size, 3, image_size, image_size)
+    source = torch.randn(shape, device=device)
+    target = torch.randn(shape, device=device)
+    labels = torch.randint(0, 7, (batch_size,), device=device)
+    zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
+    ones = torch.ones(batch_size, dtype=torch.long, device=device)
+
+    def features(x):
+        return torch.flatten(net.avgpool(net.features(x)), 1)
+
+    def seed_step():
+        optimizer.zero_grad()
+        loss_fn(net(source), labels).backward()
+        loss_fn(domain(ReverseLayer.apply(features(source), 0.1)), zeros).backward()
+        loss_fn(domain(ReverseLayer.apply(features(target), 0.1)), ones).backward()
+        optimizer.step()
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        seed_step()
+    sync()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        seed_step()
+        sync()
+        times.append(time.perf_counter() - started)
+    median = float(np.median(times))
+    return {
+        "framework": f"torch {torch.__version__} eager ({device})",
+        "threads": torch.get_num_threads(),
+        "step_s_median": median,
+        "step_s_min": float(np.min(times)),
+        "images_per_second": 2 * batch_size / median,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32, help="source images per step")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--compare-torch", action="store_true")
+    args = parser.parse_args(argv)
+    device = jax.devices()[0]
+    result = {
+        "benchmark": "train_step",
+        "device": f"{device.platform}:{device.device_kind}",
+        "cpu_count": os.cpu_count(),
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "steps": args.steps,
+        "jax_version": jax.__version__,
+    }
+    jax_result = time_jax(args.batch_size, args.image_size, args.steps, args.warmup, args.dtype)
+    print("jax  :", json.dumps(jax_result), flush=True)
+    result |= {"dtype": args.dtype, **{k: v for k, v in jax_result.items() if k != "framework"}}
+    if args.compare_torch:
+        torch_result = time_torch(args.batch_size, args.image_size, args.steps, args.warmup)
+        print("torch:", json.dumps(torch_result), flush=True)
+        result["torch"] = torch_result
+        result["speedup_vs_torch"] = jax_result["images_per_second"] / torch_result[
+            "images_per_second"
+        ]
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
