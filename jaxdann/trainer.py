@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -314,7 +315,8 @@ def train_and_evaluate(
             batches,
             desc=f"epoch {epoch + 1}/{epochs}",
             leave=False,
-            disable=not (progress and is_main),
+            # Bars only on a terminal: logs and CI get the one line per epoch instead.
+            disable=not (progress and is_main and sys.stderr.isatty()),
         )
         for index, (source_indices, source_mask) in enumerate(bar):
             global_step = epoch * steps_per_epoch + index
