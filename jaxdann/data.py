@@ -362,7 +362,12 @@ def _decode_all(
     chunk = min(64, max(8, math.ceil(count / (4 * workers))))
     failures: list[tuple[int, str]] = []
     with (
-        tqdm(total=count, desc=description, unit="img", disable=not progress or count == 0 or not sys.stderr.isatty()) as bar,
+        tqdm(
+            total=count,
+            desc=description,
+            unit="img",
+            disable=not progress or count == 0 or not sys.stderr.isatty(),
+        ) as bar,
         concurrent.futures.ThreadPoolExecutor(max_workers=workers) as executor,
     ):
         futures = {
