@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import sys
 import warnings
 
 import jax
@@ -308,6 +309,7 @@ def _forbid_decoding(monkeypatch) -> None:
 def test_cache_is_reused_and_invalidated(tree, tmp_path, monkeypatch, capsys):
     cache = str(tmp_path / "cache")
     kwargs = dict(cache_dir=cache, workers=1, **SMALL)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on terminals only
     first = data.load_domain(tree, "a", progress=True, **kwargs)
     assert "decoding a" in capsys.readouterr().err  # progress bar while decoding
     assert sorted(name.split(".", 1)[1] for name in os.listdir(cache)) == [
