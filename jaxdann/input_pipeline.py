@@ -80,7 +80,9 @@ def load_pacs_domains(config, names) -> dict:
     if data.format == "tfds":
         from jaxdann.tfds_pacs import load_domains_tfds
 
-        return load_domains_tfds(root, names, resize=data.resize, crop=data.crop)
+        return load_domains_tfds(
+            root, names, resize=data.resize, crop=data.crop, on_bad=data.on_bad
+        )
     return pacs.load_domains(
         root,
         names,

@@ -182,3 +182,21 @@ def test_one_and_four_devices_give_the_same_metrics(tmp_path):
     for a, b in zip(read_rows(one), read_rows(four), strict=True):
         for key in (*TRAINING_KEYS, "target_accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+
+
+def test_bfloat16_reaches_float32_accuracy_on_the_demo(tmp_path):
+    common = {
+        "epochs": 12,
+        "data.limit": 200,
+        "batch_size": 32,
+        "optimizer.name": "adam",
+        "optimizer.learning_rate": 1e-3,
+    }
+    f32 = train_and_evaluate(tiny_config(**common), str(tmp_path / "f32"), progress=False)
+    bf16 = train_and_evaluate(
+        tiny_config(**common, **{"model.dtype": "bfloat16"}), str(tmp_path / "bf16"), progress=False
+    )
+    assert f32["final_source_accuracy"] > 0.8  # it did learn
+    # Within noise: 200 target test images, so one standard error is about 0.035.
+    assert abs(bf16["final_target_accuracy"] - f32["final_target_accuracy"]) < 0.08
+    assert abs(bf16["final_source_accuracy"] - f32["final_source_accuracy"]) < 0.05
