@@ -243,9 +243,9 @@ def main(argv=None) -> int:
         torch_result = time_torch(args.batch_size, args.image_size, args.steps, args.warmup)
         print("torch:", json.dumps(torch_result), flush=True)
         result["torch"] = torch_result
-        result["speedup_vs_torch"] = jax_result["images_per_second"] / torch_result[
-            "images_per_second"
-        ]
+        result["speedup_vs_torch"] = (
+            jax_result["images_per_second"] / torch_result["images_per_second"]
+        )
     print(json.dumps(result))
     return 0
 
