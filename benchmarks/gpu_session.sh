@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# One lent-GPU session, in two calls (a call carries at most 64 MiB: one PACS domain each).
-#   part 1 (carry .whl .data/PACS/photo): environment, demo on GPU, step benchmarks (f32 vs torch, bf16)
-#   part 2 (carry .data/PACS/art_painting; photo stays on the warm machine): the seed experiment
+# One lent-GPU session in several calls: a call carries at most 64 MiB, so one PACS domain each
+# (carried into the git-ignored .data/PACS/<domain>; it stays on the warm machine between calls).
+#   bash benchmarks/gpu_session.sh step      carry .whl .data/PACS/photo: env, demo, step benchmarks
+#   bash benchmarks/gpu_session.sh seed      carry .whl .data/PACS/art_painting: the seed experiment
+#   bash benchmarks/gpu_session.sh hold      carry .whl .data/PACS/cartoon: nothing else
+#   bash benchmarks/gpu_session.sh grid      carry .whl .data/PACS/sketch: the seed's grid on PACS
 # Results go to $OUT (device tool) or ./gpu_out.
 set -uo pipefail
-part=${1:-1}
+part=${1:-step}
 out=${OUT:-gpu_out}
 mkdir -p "$out"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -12,15 +15,29 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-if [ "$part" = 1 ]; then
+ls .data/PACS
+case "$part" in
+step)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/env.txt"
-  python3 -c "import jax, flax, optax, orbax.checkpoint as o, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)" | tee -a "$out/env.txt"
-  ( time python3 -m jaxdann.train --workdir /tmp/demo_gpu --config.log_every_epoch=false ) 2>&1 | grep -v "it/s" | tail -4 | tee "$out/demo.txt"
-  for batch in 256; do
-    python3 benchmarks/train_step.py --batch-size $batch --image-size 224 --steps 20 --warmup 3 --compare-torch 2>&1 | tail -3 | tee "$out/step_f32_b$batch.txt"
-    python3 benchmarks/train_step.py --batch-size $batch --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 2>&1 | tail -2 | tee "$out/step_bf16_b$batch.txt"
+  python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)" | tee -a "$out/env.txt"
+  ( time python3 -m jaxdann.train --workdir /tmp/demo_gpu ) 2>&1 | tail -5 | tee "$out/demo.txt"
+  python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 20 --warmup 3 --compare-torch 2>&1 | tail -3 | tee "$out/step_f32.txt"
+  for batch in 256 512; do
+    python3 benchmarks/train_step.py --batch-size $batch --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 2>&1 | tail -1 | tee "$out/step_bf16_b$batch.txt"
   done
-  python3 -c "from jaxdann import data; d = data.load_domain('.data/PACS', 'photo', cache_dir='/tmp/photo_cache', progress=False); print('photo decoded', d.images.shape)"
-else
-  python3 benchmarks/seed_experiment.py --root .data/PACS --epochs 30 --config.checkpoint_every_epochs=10 2>&1 | grep -v "it/s" | tail -33 | tee "$out/seed_experiment.txt"
-fi
+  ;;
+seed)
+  python3 benchmarks/seed_experiment.py --root .data/PACS --epochs 30 --config.checkpoint_every_epochs=10 2>&1 | tail -3 | tee "$out/seed_experiment.txt"
+  ;;
+hold)
+  echo "carried"
+  ;;
+grid)
+  ( time python3 -m jaxdann.sweep --config configs/pacs_dann.py --workdir /tmp/grid \
+      --learning_rates 0.01,0.001,0.00001 --optimizers sgd,adam,rmsprop --adaptations none,dann \
+      --config.data.root=.data/PACS --config.model.pretrained=none --config.epochs=25 \
+      --config.checkpoint_every_epochs=25 --config.log_every_epoch=false ) 2>&1 | tee "$out/grid.log"
+  cp /tmp/grid/results.csv /tmp/grid/heatmap_validation_*.png /tmp/grid/best_curves_dann.png "$out/" 2>/dev/null
+  python3 -m jaxdann.report /tmp/grid --output "$out"
+  ;;
+esac

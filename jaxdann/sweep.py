@@ -113,15 +113,19 @@ def run_grid(
                         "run_folder": folder,
                     }
                 )
+                _write_csv(rows, workdir)  # after every cell: a long grid shows progress
     _write_results(rows, workdir, learning_rates, optimizers, adaptations)
     return rows
 
 
-def _write_results(rows, workdir, learning_rates, optimizers, adaptations) -> None:
+def _write_csv(rows, workdir) -> None:
     with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _write_results(rows, workdir, learning_rates, optimizers, adaptations) -> None:
     columns = [f"{lr:g}" for lr in learning_rates]
     for adaptation in adaptations:
         cells = [row for row in rows if row["adaptation"] == adaptation]
