@@ -43,7 +43,7 @@ ON_BAD = ("error", "skip")
 # Operating-system clutter that is never data; anything else that is not an image is reported.
 _JUNK_FILES = frozenset({"Thumbs.db", "desktop.ini"})
 # Exceptions PIL raises for unreadable, truncated or corrupt files.
-_DECODE_ERRORS = (
+DECODE_ERRORS = (
     OSError,  # includes PIL.UnidentifiedImageError and "image file is truncated"
     SyntaxError,
     ValueError,
@@ -104,7 +104,7 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _listed(items: Sequence[str]) -> str:
+def format_paths(items: Sequence[str]) -> str:
     """Up to ``_MAX_LISTED`` items joined by commas, with the total when some are left out."""
     shown = ", ".join(str(item) for item in items[:_MAX_LISTED])
     if len(items) > _MAX_LISTED:
@@ -204,13 +204,13 @@ def _read_split(
     if missing:
         raise DataError(
             f"{len(missing)} files listed in split file {split_path!r} do not exist under "
-            f"{root!r}: {_listed(missing)}; fix the split file or the root."
+            f"{root!r}: {format_paths(missing)}; fix the split file or the root."
         )
     if disagreeing:
         raise DataError(
             f"{len(disagreeing)} lines of split file {split_path!r} give a class number that "
             f"disagrees with the image's folder (classes numbered from 1 in sorted order "
-            f"{', '.join(class_names)}): {_listed(disagreeing)}; fix the split file."
+            f"{', '.join(class_names)}): {format_paths(disagreeing)}; fix the split file."
         )
     if not paths:
         raise DataError(f"Split file {split_path!r} lists no images; give it some lines.")
@@ -266,7 +266,7 @@ def list_domain(
     if unexpected:
         message = (
             f"{len(unexpected)} entries in {domain_dir!r} are not images "
-            f"({', '.join(IMAGE_EXTENSIONS)}) inside class folders: {_listed(unexpected)}"
+            f"({', '.join(IMAGE_EXTENSIONS)}) inside class folders: {format_paths(unexpected)}"
         )
         if on_bad == "error":
             raise DataError(f"{message}; remove them, or {_SKIP_HINT}.")
@@ -331,12 +331,12 @@ def _decode_into(
     for index, path in enumerate(paths):
         try:
             output[index] = preprocess_image(path, resize=resize, crop=crop)
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
             failures.append((index, f"{type(error).__name__}: {error}"))
     return failures
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
@@ -493,7 +493,7 @@ def _write_cache(
 # --------------------------------------------------------------------------- loading
 
 
-def _apply_bad_policy(root: str, domain: str, bad: Sequence[Sequence[str]], on_bad: str) -> None:
+def apply_bad_policy(root: str, domain: str, bad: Sequence[Sequence[str]], on_bad: str) -> None:
     """Raise for undecodable images (listing every one), or warn when skipping them."""
     if not bad:
         return
@@ -538,14 +538,14 @@ def load_domain(
         cached = _read_cache(stem, key)
         if cached is not None:
             images, labels, meta = cached
-            _apply_bad_policy(root, domain, meta["bad"], on_bad)
+            apply_bad_policy(root, domain, meta["bad"], on_bad)
             return Domain(domain, images, labels, class_names, tuple(meta["paths"]))
 
     images, failures = _decode_all(
         [os.path.join(root, relative) for relative in paths],
         resize=resize,
         crop=crop,
-        workers=workers or _default_workers(),
+        workers=workers or default_workers(),
         progress=progress,
         description=f"decoding {domain}",
     )
@@ -570,7 +570,7 @@ def load_domain(
             "bad": bad,
         }
         _write_cache(cache_dir, prefix, stem, images, labels, meta)
-    _apply_bad_policy(root, domain, bad, on_bad)
+    apply_bad_policy(root, domain, bad, on_bad)
     return Domain(domain, images, labels, class_names, tuple(paths))
 
 

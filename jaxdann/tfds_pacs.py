@@ -171,11 +171,11 @@ class Pacs(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__mai
                 return pacs.preprocess_image(
                     os.path.join(root, relative), resize=config.resize, crop=config.crop
                 )
-            except pacs._DECODE_ERRORS as error:
+            except pacs.DECODE_ERRORS as error:
                 return f"{type(error).__name__}: {error}"
 
         # Threads: Pillow releases the GIL while decoding; map keeps the file order.
-        with concurrent.futures.ThreadPoolExecutor(pacs._default_workers()) as executor:
+        with concurrent.futures.ThreadPoolExecutor(pacs.default_workers()) as executor:
             for start in range(0, len(paths), _DECODE_CHUNK):
                 chunk = paths[start : start + _DECODE_CHUNK]
                 images = executor.map(decode, chunk)
@@ -188,7 +188,7 @@ class Pacs(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__mai
                     # With shuffling disabled TFDS writes records in the order of these keys.
                     yield index, {"image": image, "label": int(labels[index]), "path": relative}
         # Raising here, before TFDS finalises the split, leaves no dataset behind.
-        pacs._apply_bad_policy(root, domain, bad, config.on_bad)
+        pacs.apply_bad_policy(root, domain, bad, config.on_bad)
 
 
 def _check_fits_in_memory(domain: str, count: int, crop: int) -> None:
@@ -281,7 +281,7 @@ def _check_same_files(
     different = sorted(stored_set ^ listed_set)
     raise pacs.DataError(
         f"Split {domain!r} of the {where} was built from other files than {root!r} holds now "
-        f"({len(different)} paths differ: {pacs._listed(different)}; "
+        f"({len(different)} paths differ: {pacs.format_paths(different)}; "
         f"classes {', '.join(class_names)} vs {', '.join(listed_classes)}); delete that folder "
         "to rebuild it, or pass another data_dir."
     )
