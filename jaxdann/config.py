@@ -246,7 +246,7 @@ def parse_command_line(
                 value = args.pop(0)
             overrides[name[len("--config.") :]] = value
             continue
-        if name == "--config" or name.lstrip("-") in extra_flags and name.startswith("--"):
+        if name == "--config" or (name.startswith("--") and name[2:] in extra_flags):
             if not has_value:
                 if not args:
                     raise ConfigError(f"{prog}: {name} needs a value")

@@ -69,6 +69,14 @@ def test_run_folder_has_every_output(tmp_path):
     assert summary["final_target_accuracy"] == rows[-1]["target_accuracy"]
     assert summary["num_devices"] == 1 and summary["epochs"] == 3
 
+    # Rerunning a finished run trains nothing and reports the same numbers.
+    def no_training(step):
+        raise AssertionError(f"step {step} ran again")
+
+    again = train_and_evaluate(tiny_config(), workdir, progress=False, on_step=no_training)
+    assert again["final_target_accuracy"] == summary["final_target_accuracy"]
+    assert read_rows(workdir) == rows
+
 
 def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
     first = train_and_evaluate(tiny_config(epochs=2), str(tmp_path / "a"), progress=False)
