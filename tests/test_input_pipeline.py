@@ -1,0 +1,49 @@
+"""Data order: each source image once per epoch; the target cycles on its own, by (seed, step)."""
+
+import numpy as np
+import pytest
+
+from jaxdann.input_pipeline import source_batch_indices, steps_per_epoch, target_batch_indices
+
+
+def test_every_source_image_once_per_epoch_with_a_short_last_batch():
+    batches = source_batch_indices(50, 16, seed=0, epoch=3, drop_last=False, multiple=4)
+    assert len(batches) == 4
+    used = np.concatenate([indices[mask > 0] for indices, mask in batches])
+    assert sorted(used) == list(range(50))
+    assert [int(mask.sum()) for _, mask in batches] == [16, 16, 16, 2]
+    assert all(indices.shape == (16,) for indices, _ in batches)
+    odd = source_batch_indices(50, 18, seed=0, epoch=0, drop_last=False, multiple=4)
+    assert all(indices.shape == (20,) for indices, _ in odd)  # padded to a multiple of 4
+    assert sum(int(mask.sum()) for _, mask in odd) == 50
+
+
+def test_drop_last_and_epoch_orders():
+    dropped = source_batch_indices(50, 16, seed=0, epoch=0, drop_last=True)
+    assert len(dropped) == 3 and all(mask.all() for _, mask in dropped)
+    first = source_batch_indices(50, 16, seed=0, epoch=0, drop_last=False)
+    again = source_batch_indices(50, 16, seed=0, epoch=0, drop_last=False)
+    later = source_batch_indices(50, 16, seed=0, epoch=1, drop_last=False)
+    other_seed = source_batch_indices(50, 16, seed=1, epoch=0, drop_last=False)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0][0], later[0][0])
+    assert not np.array_equal(first[0][0], other_seed[0][0])
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        steps_per_epoch(10, 16, drop_last=True)
+
+
+def test_target_cycles_through_every_image_independently_of_source_epochs():
+    num_target, batch = 23, 8
+    stream = np.concatenate(
+        [target_batch_indices(num_target, batch, seed=0, global_step=s)[0] for s in range(6)]
+    )
+    # 48 positions: two full passes (each a permutation) and the start of a third.
+    assert sorted(stream[:23]) == list(range(23))
+    assert sorted(stream[23:46]) == list(range(23))
+    assert not np.array_equal(stream[:23], stream[23:46])
+    # A step's batch depends on (seed, step) only: recomputing step 4 alone gives the same rows.
+    np.testing.assert_array_equal(
+        target_batch_indices(num_target, batch, seed=0, global_step=4)[0], stream[32:40]
+    )
+    padded, mask = target_batch_indices(num_target, 6, seed=0, global_step=0, multiple=4)
+    assert padded.shape == (8,) and mask.tolist() == [1] * 6 + [0, 0]
