@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.learning_rate = 1e-3
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 5e-5
+    config.optimizer.schedule = "step"  # step (torch StepLR) | annealed (the DANN paper's)
     config.optimizer.step_size = 20  # epochs between learning-rate decays (torch StepLR)
     config.optimizer.gamma = 0.1
 
@@ -197,6 +198,7 @@ _CHOICES = {
     "adaptation": ("dann", "none"),
     "grl.schedule": ("constant", "dann"),
     "optimizer.name": ("sgd", "adam", "rmsprop"),
+    "optimizer.schedule": ("step", "annealed"),
     "model.arch": ("alexnet", "small_cnn"),
     "model.dtype": ("float32", "bfloat16"),
     "data.name": ("pacs", "digits"),

@@ -51,6 +51,24 @@ def learning_rate_schedule(
     return schedule
 
 
+def annealed_learning_rate_schedule(
+    learning_rate: float, *, total_steps: int, alpha: float = 10.0, beta: float = 0.75
+) -> optax.Schedule:
+    """The DANN paper's annealing, ``lr / (1 + alpha * p) ** beta`` with p = step / total_steps.
+
+    Ganin et al. (2016) train their digits experiments with it (mu0 = 0.01, alpha 10, beta 0.75);
+    in torch it is ``LambdaLR`` stepped every iteration.
+    """
+    _check_positive("learning_rate", learning_rate)
+    _check_positive("total_steps", total_steps)
+
+    def schedule(step: jnp.ndarray | int) -> jnp.ndarray:
+        progress = jnp.minimum(jnp.asarray(step, jnp.float32) / total_steps, 1.0)
+        return learning_rate / (1.0 + alpha * progress) ** beta
+
+    return schedule
+
+
 def _direction(name: str, momentum: float) -> optax.GradientTransformation:
     """The part of each optimizer between the L2-decayed gradient and the learning rate."""
     if name == "sgd":
@@ -77,8 +95,11 @@ def make_optimizer(
     step_size: int = 20,
     gamma: float = 0.1,
     steps_per_epoch: int,
+    schedule: optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
     """The torch.optim optimizer `name` with coupled L2 weight decay and a per-epoch StepLR.
+
+    `schedule`, if given, replaces the StepLR schedule (e.g. `annealed_learning_rate_schedule`).
 
     Matches `torch.optim.SGD(lr, momentum, weight_decay)`, `Adam(lr, weight_decay)` or
     `RMSprop(lr, weight_decay)` (torch defaults otherwise) with
@@ -90,9 +111,10 @@ def make_optimizer(
         raise ValueError(f"Unknown optimizer {name!r}; valid names are {', '.join(OPTIMIZERS)}.")
     _check_non_negative("momentum", momentum)
     _check_non_negative("weight_decay", weight_decay)
-    schedule = learning_rate_schedule(
-        learning_rate, step_size=step_size, gamma=gamma, steps_per_epoch=steps_per_epoch
-    )
+    if schedule is None:
+        schedule = learning_rate_schedule(
+            learning_rate, step_size=step_size, gamma=gamma, steps_per_epoch=steps_per_epoch
+        )
     return optax.chain(
         # torch adds weight_decay * param to the gradient before momentum / moments.
         optax.add_decayed_weights(weight_decay),

@@ -23,7 +23,11 @@ from tqdm import tqdm
 from jaxdann import config as config_lib
 from jaxdann import input_pipeline, parallel, plots
 from jaxdann.models import DANN, build_model
-from jaxdann.optim import learning_rate_schedule, make_optimizer
+from jaxdann.optim import (
+    annealed_learning_rate_schedule,
+    learning_rate_schedule,
+    make_optimizer,
+)
 from jaxdann.step import (
     EPOCH_METRICS,
     TrainState,
@@ -229,11 +233,18 @@ def train_and_evaluate(
     decay = {"step_size": opt.step_size, "gamma": opt.gamma, "steps_per_epoch": steps_per_epoch}
 
     def schedule_for(learning_rate):
+        if opt.schedule == "annealed":
+            return annealed_learning_rate_schedule(learning_rate, total_steps=total_steps)
         return learning_rate_schedule(learning_rate, **decay)
 
     def optimizer_for(learning_rate):
         return make_optimizer(
-            opt.name, learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay, **decay
+            opt.name,
+            learning_rate,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            schedule=schedule_for(learning_rate),
+            **decay,
         )
 
     model = build_from_config(config, len(data.class_names))

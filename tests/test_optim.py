@@ -177,3 +177,20 @@ def test_non_positive_steps_per_epoch(steps_per_epoch):
         make_optimizer("adam", 0.1, steps_per_epoch=steps_per_epoch)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         learning_rate_schedule(0.1, steps_per_epoch=steps_per_epoch)
+
+
+def test_annealed_schedule_matches_torch_lambda_lr():
+    from jaxdann.optim import annealed_learning_rate_schedule
+
+    total = 20
+    schedule = annealed_learning_rate_schedule(0.01, total_steps=total)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 / (1.0 + 10.0 * step / total) ** 0.75
+    )
+    for step in range(total + 1):
+        np.testing.assert_allclose(float(schedule(step)), scheduler.get_last_lr()[0], rtol=1e-6)
+        optimizer.step()
+        scheduler.step()
+    assert float(jax.jit(schedule)(total)) == pytest.approx(0.01 / 11**0.75, rel=1e-6)
