@@ -208,3 +208,14 @@ def test_bfloat16_reaches_float32_accuracy_on_the_demo(tmp_path):
     # Within noise: 200 target test images, so one standard error is about 0.035.
     assert abs(bf16["final_target_accuracy"] - f32["final_target_accuracy"]) < 0.08
     assert abs(bf16["final_source_accuracy"] - f32["final_source_accuracy"]) < 0.05
+
+
+def test_missing_weights_file_is_one_sentence_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        input_pipeline,
+        "load_experiment_data",
+        lambda *a, **k: pytest.fail("data were loaded before the weights were checked"),
+    )
+    config = tiny_config(**{"model.pretrained": str(tmp_path / "alexnet.msgpack")})
+    with pytest.raises(FileNotFoundError, match=r"python -m jaxdann\.convert .*pretrained=none"):
+        train_and_evaluate(config, str(tmp_path / "run"), progress=False)
