@@ -2,7 +2,8 @@
 
 Data flows one way: ``ROOT/<domain>/<class>/<image>`` files -> ``list_domain`` (paths, labels)
 -> ``load_domain`` (uint8 ``[N, crop, crop, 3]`` arrays, decoded in parallel and cached as
-``.npy``) -> ``normalize`` (float32, ImageNet statistics, runs on device inside ``jit``).
+``.npy`` by ``jaxdann.image_cache``) -> ``normalize`` (float32, ImageNet statistics, runs on
+the device inside ``jit``).
 
 Preprocessing matches torchvision's ``Resize(256) + CenterCrop(224)`` on PIL images, so a
 model converted from torchvision sees the inputs it was trained on.
@@ -16,13 +17,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import struct
 import sys
-import uuid
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -32,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from jaxdann import image_cache
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,7 +52,6 @@ DECODE_ERRORS = (
     Image.DecompressionBombError,
 )
 # Bump when the cached arrays would change for the same inputs (preprocessing, layout).
-_CACHE_FORMAT_VERSION = 1
 _MAX_LISTED = 10
 _SKIP_HINT = "pass on_bad='skip' (config key data.on_bad=skip) to leave them out"
 
@@ -387,109 +386,6 @@ def _decode_all(
     return images, sorted(failures)
 
 
-# --------------------------------------------------------------------------- cache
-
-
-def _cache_key(
-    root: str,
-    domain: str,
-    split: str | None,
-    resize: int,
-    crop: int,
-    paths: Sequence[str],
-    labels: np.ndarray,
-    class_names: tuple[str, ...],
-) -> str:
-    """Hash of everything the decoded arrays depend on, file sizes and mtimes included."""
-    files = []
-    for relative in paths:
-        stat = os.stat(os.path.join(root, relative))
-        files.append([relative, stat.st_size, stat.st_mtime_ns])
-    description = {
-        "version": _CACHE_FORMAT_VERSION,
-        "domain": domain,
-        "split": split,
-        "resize": resize,
-        "crop": crop,
-        "class_names": list(class_names),
-        "files": files,
-        "labels": labels.tolist(),
-    }
-    return hashlib.sha256(json.dumps(description).encode()).hexdigest()
-
-
-def _cache_prefix(domain: str, split: str | None, resize: int, crop: int) -> str:
-    return f"{domain}-{split or 'all'}-{resize}-{crop}-"
-
-
-def _atomic_write(path: str, write: Any) -> None:
-    """Write through ``write(handle)`` to a temporary file, then rename it over ``path``."""
-    temporary = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def _read_cache(stem: str, key: str) -> tuple[np.ndarray, np.ndarray, dict] | None:
-    """The cached arrays and metadata for ``key``, or None when absent or unusable."""
-    meta_path = f"{stem}.json"
-    if not os.path.isfile(meta_path):
-        return None
-    try:
-        with open(meta_path, encoding="utf-8") as handle:
-            meta = json.load(handle)
-        if meta.get("key") != key:
-            return None
-        images = np.load(f"{stem}.images.npy")
-        labels = np.load(f"{stem}.labels.npy")
-    except (OSError, ValueError) as error:
-        warnings.warn(
-            f"Ignoring unreadable cache {stem!r} ({error}); decoding again.", stacklevel=3
-        )
-        return None
-    count = len(meta["paths"])
-    if images.shape[0] != count or labels.shape != (count,) or images.dtype != np.uint8:
-        warnings.warn(f"Ignoring inconsistent cache {stem!r}; decoding again.", stacklevel=3)
-        return None
-    return images, labels, meta
-
-
-def _write_cache(
-    cache_dir: str, prefix: str, stem: str, images: np.ndarray, labels: np.ndarray, meta: dict
-) -> None:
-    """Write one cache entry (JSON last, it marks the entry complete) and drop stale ones."""
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        _atomic_write(f"{stem}.images.npy", lambda handle: np.save(handle, images))
-        _atomic_write(f"{stem}.labels.npy", lambda handle: np.save(handle, labels))
-        _atomic_write(f"{stem}.json", lambda handle: handle.write(json.dumps(meta).encode()))
-    except OSError as error:
-        warnings.warn(
-            f"Could not write the data cache {stem!r} ({error}); continuing without it, so set "
-            "$JAXDANN_CACHE_DIR to a writable folder to decode only once.",
-            stacklevel=3,
-        )
-        return
-    # Entries for the same root, domain, split and sizes but older file contents are stale.
-    for name in os.listdir(cache_dir):
-        old_stem = os.path.join(cache_dir, name[: -len(".json")])
-        if not name.startswith(prefix) or not name.endswith(".json") or old_stem == stem:
-            continue
-        try:
-            with open(os.path.join(cache_dir, name), encoding="utf-8") as handle:
-                if json.load(handle).get("root") != meta["root"]:
-                    continue
-            for suffix in (".json", ".images.npy", ".labels.npy"):
-                if os.path.exists(old_stem + suffix):
-                    os.remove(old_stem + suffix)
-        except (OSError, ValueError):
-            continue
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -532,10 +428,10 @@ def load_domain(
     use_cache = cache_dir is not False
     if use_cache:
         cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
-        key = _cache_key(root, domain, split, resize, crop, paths, labels, class_names)
-        prefix = _cache_prefix(domain, split, resize, crop)
+        key = image_cache.cache_key(root, domain, split, resize, crop, paths, labels, class_names)
+        prefix = image_cache.cache_prefix(domain, split, resize, crop)
         stem = os.path.join(cache_dir, prefix + key[:20])
-        cached = _read_cache(stem, key)
+        cached = image_cache.read_cache(stem, key)
         if cached is not None:
             images, labels, meta = cached
             apply_bad_policy(root, domain, meta["bad"], on_bad)
@@ -559,7 +455,7 @@ def load_domain(
         # Cached even with bad files, so switching to on_bad="skip" does not decode again.
         meta = {
             "key": key,
-            "format_version": _CACHE_FORMAT_VERSION,
+            "format_version": image_cache.CACHE_FORMAT_VERSION,
             "root": os.path.realpath(root),
             "domain": domain,
             "split": split,
@@ -569,7 +465,7 @@ def load_domain(
             "paths": paths,
             "bad": bad,
         }
-        _write_cache(cache_dir, prefix, stem, images, labels, meta)
+        image_cache.write_cache(cache_dir, prefix, stem, images, labels, meta)
     apply_bad_policy(root, domain, bad, on_bad)
     return Domain(domain, images, labels, class_names, tuple(paths))
 
