@@ -21,15 +21,32 @@ DATA_AXIS = "data"
 def maybe_initialize_distributed(requested: bool) -> bool:
     """Calls ``jax.distributed.initialize()`` if the config or the environment asks for it.
 
-    The environment asks when ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` and
-    ``JAX_PROCESS_ID``) is set, or on clusters JAX detects itself (SLURM, ...), with
-    ``config.parallel.distributed=true``.
+    The environment asks with ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0),
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``; with ``config.parallel.distributed=true`` and
+    none of them, JAX detects the cluster itself (SLURM, Open MPI, TPU pods). CPU processes talk
+    through gloo.
     """
-    if requested or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        if not jax.distributed.is_initialized():
-            jax.distributed.initialize()
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not (requested or address):
+        return False
+    if jax.distributed.is_initialized():
         return True
-    return False
+    arguments = {}
+    if address:
+        try:
+            arguments = {
+                "coordinator_address": address,
+                "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+                "process_id": int(os.environ["JAX_PROCESS_ID"]),
+            }
+        except (KeyError, ValueError):
+            raise ValueError(
+                "JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and JAX_PROCESS_ID must be "
+                "set to integers too (the process count and this process's index)."
+            ) from None
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**arguments)
+    return True
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:

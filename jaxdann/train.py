@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingDiverged, config_lib.ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    import jax  # after train_and_evaluate: it may have started the distributed runtime
+
+    if jax.process_index() != 0:
+        return 0
     print(
         f"done: target accuracy {summary['final_target_accuracy']:.4f} "
         f"(best {summary['best_target_accuracy']:.4f} at epoch {summary['best_target_epoch']}), "

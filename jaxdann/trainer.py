@@ -175,7 +175,8 @@ class _Evaluator:
         def evaluate_batch(params, images, labels, indices, mask):
             return eval_step(params, images[indices], labels[indices], mask)
 
-        self._evaluate_batch = jax.jit(evaluate_batch)
+        # Replicated outputs: every process (multi-host) can read the predictions.
+        self._evaluate_batch = jax.jit(evaluate_batch, out_shardings=parallel.replicated(mesh))
 
     def __call__(self, params, pool) -> tuple[float, np.ndarray]:
         images, labels, count = pool

@@ -1,0 +1,84 @@
+"""Two processes on one machine (2 CPU devices each) train like one process with 4 devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from jaxdann import config as config_lib
+from jaxdann.trainer import train_and_evaluate
+
+KEYS = (
+    "class_loss",
+    "source_accuracy",
+    "domain_loss_source",
+    "domain_loss_target",
+    "domain_accuracy_source",
+    "domain_accuracy_target",
+    "target_accuracy",
+)
+OVERRIDES = [
+    "--config.epochs=2",
+    "--config.batch_size=16",
+    "--config.data.limit=40",
+    "--config.log_every_epoch=false",
+]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+    config = config_lib.apply_overrides(
+        config_lib.demo_config(), dict(o[len("--config.") :].split("=") for o in OVERRIDES)
+    )
+    config.parallel.num_devices = 4
+    single = str(tmp_path / "single")
+    train_and_evaluate(config, single, progress=False)
+
+    multi = str(tmp_path / "multi")
+    port = _free_port()
+    processes = []
+    for process_id in range(2):
+        env = dict(os.environ)
+        env |= {
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(process_id),
+        }
+        command = [sys.executable, "-m", "jaxdann.train", "--workdir", multi, *OVERRIDES]
+        processes.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    outputs = []
+    for process in processes:
+        try:
+            out, _ = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            pytest.fail("the two-process run did not finish in 300 s")
+        outputs.append(out.decode())
+        assert process.returncode == 0, out.decode()[-3000:]
+    with open(os.path.join(multi, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["num_processes"] == 2 and summary["num_devices"] == 4
+    for a, b in zip(_rows(single), _rows(multi), strict=True):
+        for key in KEYS:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    # Only process 0 reports.
+    assert sum("done: target accuracy" in out for out in outputs) == 1
