@@ -1,0 +1,91 @@
+"""Configs: files, overrides and their errors."""
+
+import os
+
+import pytest
+
+from jaxdann import config as config_lib
+from jaxdann import train
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+def test_config_files_load_and_variants_import_their_base():
+    dann = config_lib.load_config(os.path.join(CONFIGS, "pacs_dann.py"))
+    source_only = config_lib.load_config(os.path.join(CONFIGS, "pacs_source_only.py"))
+    assert (dann.adaptation, source_only.adaptation) == ("dann", "none")
+    differing = {
+        key
+        for key, value in config_lib.flatten(dann).items()
+        if config_lib.flatten(source_only)[key] != value
+    }
+    assert differing == {"adaptation"}
+    # The seed's settings.
+    assert (dann.batch_size, dann.epochs, dann.optimizer.learning_rate) == (256, 30, 1e-3)
+    assert (dann.optimizer.step_size, dann.optimizer.gamma, dann.grl.coefficient) == (20, 0.1, 0.1)
+    demo = config_lib.load_config(os.path.join(CONFIGS, "demo.py"))
+    assert config_lib.flatten(demo) == config_lib.flatten(config_lib.load_config(None))
+
+
+def test_overrides_are_parsed_by_the_type_they_replace():
+    config = config_lib.apply_overrides(
+        config_lib.demo_config(),
+        {
+            "epochs": "7",
+            "optimizer.learning_rate": "3e-4",
+            "data.random_flip": "true",
+            "optimizer.name": "adam",
+        },
+    )
+    assert config.epochs == 7 and config.optimizer.learning_rate == 3e-4
+    assert config.data.random_flip is True and config.optimizer.name == "adam"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"optimzer.name": "adam"},
+            r"unknown config key 'optimzer\.name'; valid keys: .*optimizer\.name",
+        ),
+        ({"epochs": "ten"}, r"--config\.epochs=ten: expected int"),
+        ({"data.random_flip": "maybe"}, "expected true or false"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.apply_overrides(config_lib.demo_config(), overrides)
+
+
+def test_validate_names_the_key_and_choices():
+    config = config_lib.apply_overrides(config_lib.demo_config(), {"adaptation": "dan"})
+    with pytest.raises(config_lib.ConfigError, match="adaptation='dan' is not one of dann, none"):
+        config_lib.validate(config)
+    config = config_lib.apply_overrides(config_lib.demo_config(), {"batch_size": "0"})
+    with pytest.raises(config_lib.ConfigError, match="batch_size=0 must be positive"):
+        config_lib.validate(config)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="does not exist"):
+        config_lib.load_config(str(tmp_path / "missing.py"))
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(config_lib.ConfigError, match="defines no get_config"):
+        config_lib.load_config(str(empty))
+    extra = tmp_path / "extra.py"
+    extra.write_text(
+        "from jaxdann.config import demo_config\n"
+        "def get_config():\n    c = demo_config()\n    c.learning_rat = 1.0\n    return c\n"
+    )
+    with pytest.raises(config_lib.ConfigError, match="unknown config keys learning_rat"):
+        config_lib.load_config(str(extra))
+
+
+def test_command_line_errors_are_one_line_and_exit_2(capsys):
+    assert train.main(["--config.epochs=abc"]) == 2
+    assert train.main(["--bogus"]) == 2
+    assert train.main(["--config.nope=1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert "unrecognised argument '--bogus'" in lines[1]
