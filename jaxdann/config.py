@@ -44,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.adaptation = "dann"  # "dann" | "none" (plain source-only training)
     config.domain_loss_weight = 1.0
     config.log_every_epoch = True
-    config.checkpoint_every_epochs = 1  # the last epoch is always saved
+    config.checkpoint_every_epochs = 1  # the last epoch is always saved; 0 = no checkpoints
 
     config.grl = ml_collections.ConfigDict()
     config.grl.schedule = "constant"  # "constant" | "dann" (2/(1+exp(-gamma p)) - 1)

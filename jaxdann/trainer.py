@@ -368,8 +368,8 @@ def train_and_evaluate(
             row["validation_accuracy"], _ = evaluate(state.params, eval_pools["validation"])
         row["epoch_time_s"] = round(time.time() - epoch_started, 3)
         history.append(row)
-        every = max(int(config.checkpoint_every_epochs), 1)
-        if (epoch + 1) % every == 0 or last_epoch:
+        every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
+        if every > 0 and ((epoch + 1) % every == 0 or last_epoch):
             manager.save(epoch + 1, args=ocp.args.StandardSave(state))
         if is_main:
             _write_jsonl(metrics_path, history)

@@ -78,6 +78,14 @@ def test_run_folder_has_every_output(tmp_path):
     assert read_rows(workdir) == rows
 
 
+def test_checkpoint_every_zero_saves_none(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(epochs=1, checkpoint_every_epochs=0)
+    train_and_evaluate(config, workdir, progress=False)
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == []
+    assert os.path.exists(os.path.join(workdir, "summary.json"))
+
+
 def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
     first = train_and_evaluate(tiny_config(epochs=2), str(tmp_path / "a"), progress=False)
     second = train_and_evaluate(tiny_config(epochs=2), str(tmp_path / "b"), progress=False)
