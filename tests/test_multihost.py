@@ -9,17 +9,10 @@ import sys
 import pytest
 
 from jaxdann import config as config_lib
+from jaxdann.step import EPOCH_METRICS
 from jaxdann.trainer import train_and_evaluate
 
-KEYS = (
-    "class_loss",
-    "source_accuracy",
-    "domain_loss_source",
-    "domain_loss_target",
-    "domain_accuracy_source",
-    "domain_accuracy_target",
-    "target_accuracy",
-)
+KEYS = (*EPOCH_METRICS, "target_accuracy")
 OVERRIDES = [
     "--config.epochs=2",
     "--config.batch_size=16",
