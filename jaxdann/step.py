@@ -201,9 +201,9 @@ EPOCH_METRICS = (
 def summarize_epoch(step_metrics: list[dict]) -> dict:
     """Reduces a list of per-step metric dicts on the device: one small result to fetch.
 
-    Sums are divided by the number of real (unpadded) rows; the learning rate is the epoch's
-    (constant within it), the reversal coefficient its mean over the epoch's steps; ``losses`` keeps
-    every step's loss for divergence checks.
+    Sums are divided by the number of real (unpadded) rows; the learning rate is the one at the
+    epoch's first step (StepLR keeps it for the whole epoch), the reversal coefficient its mean over
+    the epoch's steps; ``losses`` keeps every step's loss for divergence checks.
     """
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics)
     totals = jax.tree.map(jnp.sum, stacked)

@@ -36,7 +36,13 @@ from jaxdann.step import (
     summarize_epoch,
 )
 
-__all__ = ["TrainingDiverged", "train_and_evaluate", "initial_params", "build_from_config"]
+__all__ = [
+    "TrainingDiverged",
+    "train_and_evaluate",
+    "read_pretrained",
+    "initial_params",
+    "build_from_config",
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,26 +75,46 @@ def _shapes(tree) -> dict[str, tuple]:
     return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in flat}
 
 
-def initial_params(model: DANN, config, image_shape: tuple[int, int, int], rng: jax.Array) -> Any:
-    """Random init, then the pretrained file (if any), then the domain-classifier copy.
+def read_pretrained(config) -> dict | None:
+    """The converted weights ``model.pretrained`` names (``None`` for random init).
 
-    The pretrained file provides the feature extractor and the classifier's hidden layers; its
-    output layer is used only if its class count matches (else it stays freshly initialised, as
-    the seed replaces AlexNet's 1000-way layer). With ``model.domain_init_from_classifier`` the
-    domain classifier's hidden layers start as copies of the classifier's (the seed does this).
+    Read before any data, so a missing or unreadable file is one sentence, not a wait.
+    """
+    pretrained = str(config.model.pretrained)
+    if pretrained.lower() in ("", "none"):
+        return None
+    from jaxdann.convert import ConversionError, load_params
+
+    loaded = load_params(pretrained)
+    for part in ("features", "classifier"):
+        if part not in loaded:
+            raise ConversionError(f"{pretrained} has no {part!r} parameters.")
+    return loaded
+
+
+def initial_params(
+    model: DANN,
+    config,
+    image_shape: tuple[int, int, int],
+    rng: jax.Array,
+    pretrained: dict | None = None,
+) -> Any:
+    """Random init, then the ``pretrained`` weights (if any), then the domain-classifier copy.
+
+    ``pretrained`` (from :func:`read_pretrained`) provides the feature extractor and the
+    classifier's hidden layers; its output layer is used only if its class count matches (else
+    it stays freshly initialised, as the seed replaces AlexNet's 1000-way layer). With
+    ``model.domain_init_from_classifier`` the domain classifier's hidden layers start as copies
+    of the classifier's (the seed does this).
     """
     sample = jnp.zeros((1, *image_shape), jnp.float32)
     init = jax.jit(lambda key: model.init({"params": key}, sample, method=DANN.initialize_all))
     params = jax.device_get(init(rng))
     params = dict(params["params"])
-    pretrained = str(config.model.pretrained)
-    if pretrained.lower() not in ("", "none"):
-        from jaxdann.convert import ConversionError, load_params
+    if pretrained is not None:
+        from jaxdann.convert import ConversionError
 
-        loaded = load_params(pretrained)
-        for part in ("features", "classifier"):
-            if part not in loaded:
-                raise ConversionError(f"{pretrained} has no {part!r} parameters.")
+        loaded = pretrained
         new_classifier = dict(params["classifier"])
         for layer, value in loaded["classifier"].items():
             if layer == "output" and _shapes(value) != _shapes(new_classifier.get(layer)):
@@ -98,8 +124,8 @@ def initial_params(model: DANN, config, image_shape: tuple[int, int, int], rng: 
         for part, value in merged.items():
             if _shapes(value) != _shapes(params[part]):
                 raise ConversionError(
-                    f"{pretrained}: {part} shapes {_shapes(value)} do not fit model.arch="
-                    f"{config.model.arch} ({_shapes(params[part])})."
+                    f"{config.model.pretrained}: {part} shapes {_shapes(value)} do not fit "
+                    f"model.arch={config.model.arch} ({_shapes(params[part])})."
                 )
             params[part] = value
     if "domain_classifier" in params and config.model.domain_init_from_classifier:
@@ -215,11 +241,7 @@ def train_and_evaluate(
     parallel.maybe_initialize_distributed(config.parallel.distributed)
     mesh = parallel.make_mesh(config.parallel.num_devices)
     is_main = jax.process_index() == 0
-    pretrained = str(config.model.pretrained)
-    if pretrained.lower() not in ("", "none") and not os.path.isfile(pretrained):
-        from jaxdann.convert import load_params
-
-        load_params(pretrained)  # raises the one-sentence "how to convert" error before any work
+    pretrained = read_pretrained(config)
     _prepare_workdir(config, workdir)
 
     if data is None:
@@ -253,7 +275,7 @@ def train_and_evaluate(
     replicated = parallel.replicated(mesh)
     sharded = parallel.batch_sharded(mesh)
     root_key = jax.random.PRNGKey(config.seed)
-    params = initial_params(model, config, data.source.images.shape[1:], root_key)
+    params = initial_params(model, config, data.source.images.shape[1:], root_key, pretrained)
     learning_rate = jnp.asarray(opt.learning_rate, jnp.float32)
     state = TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -227,3 +227,41 @@ def test_missing_weights_file_is_one_sentence_before_any_work(tmp_path, monkeypa
     config = tiny_config(**{"model.pretrained": str(tmp_path / "alexnet.msgpack")})
     with pytest.raises(FileNotFoundError, match=r"python -m jaxdann\.convert .*pretrained=none"):
         train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+
+
+def test_pretrained_weights_load_into_the_dann_model(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    import jax
+
+    from jaxdann.convert import save_params, torchvision_to_flax
+    from jaxdann.trainer import build_from_config, initial_params, read_pretrained
+
+    torch.manual_seed(0)
+    converted = torchvision_to_flax(torchvision.models.alexnet(weights=None).state_dict())
+    path = str(tmp_path / "alexnet.msgpack")
+    save_params(converted, path)
+    config = config_lib.base_config()
+    config.model.pretrained = path
+    pretrained = read_pretrained(config)
+    model = build_from_config(config, 7)
+    params = initial_params(model, config, (63, 63, 3), jax.random.PRNGKey(0), pretrained)
+    np.testing.assert_array_equal(
+        params["features"]["conv3"]["kernel"], converted["features"]["conv3"]["kernel"]
+    )
+    assert params["classifier"]["output"]["kernel"].shape == (4096, 7)  # fresh 7-way layer
+    for layer in ("hidden_0", "hidden_1"):  # the seed copies them into the domain classifier
+        np.testing.assert_array_equal(
+            params["domain_classifier"][layer]["kernel"], converted["classifier"][layer]["kernel"]
+        )
+
+    # A file that is not a weights file is reported before any data are loaded.
+    monkeypatch.setattr(
+        input_pipeline,
+        "load_experiment_data",
+        lambda *a, **k: pytest.fail("data were loaded before the weights were read"),
+    )
+    junk = tmp_path / "junk.msgpack"
+    junk.write_bytes(b"\x00 not msgpack")
+    with pytest.raises(Exception, match="not a jaxdann weights file"):
+        train_and_evaluate(tiny_config(**{"model.pretrained": str(junk)}), str(tmp_path / "run"))
