@@ -27,6 +27,7 @@ __all__ = [
     "validate",
     "to_dict",
     "parse_command_line",
+    "config_from_command_line",
 ]
 
 
@@ -261,3 +262,19 @@ def parse_command_line(
         known = ", ".join(["--config FILE", "--config.KEY=VALUE"] + [f"--{f}" for f in extra_flags])
         raise ConfigError(f"{prog}: unrecognised argument {arg!r}; accepted: {known}")
     return config_path, overrides, flags
+
+
+def config_from_command_line(
+    argv: Sequence[str], prog: str, extra_flags: Sequence[str] = (), required: Sequence[str] = ()
+) -> tuple[ml_collections.ConfigDict, str | None, dict[str, str]]:
+    """What every command does first: parse, load the config file, apply overrides, validate.
+
+    Returns (config, config path, other flags); a missing ``required`` flag is a ConfigError.
+    """
+    path, overrides, flags = parse_command_line(argv, prog, extra_flags)
+    config = apply_overrides(load_config(path), overrides)
+    validate(config)
+    for flag in required:
+        if flag not in flags:
+            raise ConfigError(f"{prog} needs --{flag}")
+    return config, path, flags

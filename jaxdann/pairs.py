@@ -124,13 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     try:
-        path, overrides, given = config_lib.parse_command_line(
-            argv, "jaxdann.pairs", ("workdir", "seeds", "domains")
+        config, _, given = config_lib.config_from_command_line(
+            argv, "jaxdann.pairs", ("workdir", "seeds", "domains"), required=("workdir",)
         )
-        config = config_lib.apply_overrides(config_lib.load_config(path), overrides)
-        config_lib.validate(config)
-        if "workdir" not in given:
-            raise config_lib.ConfigError("jaxdann.pairs needs --workdir DIR")
         seeds = [int(s) for s in given.get("seeds", "0,1,2").split(",") if s]
         domains = [d for d in given.get("domains", ",".join(DOMAINS)).split(",") if d]
         if len(domains) < 2:

@@ -192,11 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     flags = ("workdir", "learning_rates", "optimizers", "adaptations")
     try:
-        path, overrides, given = config_lib.parse_command_line(argv, "jaxdann.sweep", flags)
-        config = config_lib.apply_overrides(config_lib.load_config(path), overrides)
-        config_lib.validate(config)
-        if "workdir" not in given:
-            raise config_lib.ConfigError("jaxdann.sweep needs --workdir DIR")
+        config, _, given = config_lib.config_from_command_line(
+            argv, "jaxdann.sweep", flags, required=("workdir",)
+        )
         learning_rates = _floats(
             given.get("learning_rates", "0.01,0.001,0.00001"), "learning_rates"
         )

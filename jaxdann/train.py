@@ -29,11 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         print("config keys:", ", ".join(sorted(config_lib.flatten(config_lib.base_config()))))
         return 0
     try:
-        path, overrides, flags = config_lib.parse_command_line(
+        config, path, flags = config_lib.config_from_command_line(
             argv, "python -m jaxdann.train", extra_flags=("workdir",)
         )
-        config = config_lib.apply_overrides(config_lib.load_config(path), overrides)
-        config_lib.validate(config)
     except config_lib.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
