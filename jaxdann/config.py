@@ -84,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.on_bad = "error"  # error | skip
     config.data.cache_dir = ""  # "" = $JAXDANN_CACHE_DIR or ~/.cache/jaxdann
     config.data.limit = 0  # >0: use at most this many images per domain (quick checks)
+    config.data.shard_per_host = False  # each process loads only its share (multi-host)
 
     config.eval = ml_collections.ConfigDict()
     config.eval.validation_every_epoch = False  # validation is otherwise measured at the end

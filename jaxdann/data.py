@@ -411,6 +411,7 @@ def load_domain(
     on_bad: str = "error",
     workers: int | None = None,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> Domain:
     """Decode one domain into uint8 arrays, once: later calls read the ``.npy`` cache.
 
@@ -418,18 +419,28 @@ def load_domain(
     by the domain, split, sizes and every file's path, size and mtime, so editing, adding or
     removing an image decodes again. Undecodable images are all reported in one DataError, or
     left out with a warning when ``on_bad="skip"``. ``workers`` defaults to all cores.
+
+    ``shard=(index, count)`` keeps every ``count``-th file from ``index`` (in listing order), so
+    each host of a multi-host run decodes and holds only its own share.
     """
     _check_on_bad(on_bad)
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize}); fix data.crop.")
     root = os.fspath(root)
     paths, labels, class_names = list_domain(root, domain, split=split, on_bad=on_bad)
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {shard}: need 0 <= index < count.")
+    if count > 1:
+        paths, labels = paths[index::count], labels[index::count]
 
     use_cache = cache_dir is not False
     if use_cache:
         cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
         key = image_cache.cache_key(root, domain, split, resize, crop, paths, labels, class_names)
         prefix = image_cache.cache_prefix(domain, split, resize, crop)
+        if count > 1:  # shards have prefixes of their own: no host drops another's entry
+            prefix += f"shard{index}of{count}-"
         stem = os.path.join(cache_dir, prefix + key[:20])
         cached = image_cache.read_cache(stem, key)
         if cached is not None:

@@ -4,6 +4,11 @@ The target domain is made the way MNIST-M is made from MNIST (Ganin & Lempitsky 
 blended with a random patch of a colour photograph, ``|patch - digit|`` per channel. The photographs
 are the two that scikit-learn ships, so nothing is downloaded.
 
+A second rendering, ``digits_noise``, blends the same target digit instances with random colour
+fields (the photographs' colours, not their structure). It is a labelled *development* domain:
+recipes for the demo are chosen on it (as the seed chooses hyper-parameters on held-out PACS
+domains), so the photo target's test labels are never used to choose anything.
+
 The 1,797 digits are split once (with a fixed data seed, independent of the training seed) into
 disjoint sets: source train / source validation (held out, for model selection), target train
 (used *without* labels) and target test (never used in training; only for reporting).
@@ -16,10 +21,12 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
-__all__ = ["DigitsSplits", "make_digits_splits", "CLASS_NAMES"]
+__all__ = ["DigitsSplits", "make_digits_splits", "CLASS_NAMES", "TARGET_RENDERINGS"]
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 _DATA_SEED = 20150526  # fixed: the demo's data never changes with the training seed
+_NOISE_SEED = 20160101  # the development rendering's own stream: the photo target stays as it was
+TARGET_RENDERINGS = ("digits_textured", "digits_noise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +64,38 @@ def _textured(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def make_digits_splits(image_size: int = 28) -> DigitsSplits:
-    """Source: grey digits (as RGB). Target: the textured digits. Disjoint digit instances."""
+def _colour_fields(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Development rendering: ``|field - digit|`` with a random colour field per image.
+
+    The field's colours are pixels drawn from the same photographs (so brightness and colour
+    statistics match the photo target), laid on a coarse grid, upsampled smoothly and grained
+    with noise: the photographs' palette without their structure.
+    """
+    from sklearn.datasets import load_sample_images
+
+    pixels = np.concatenate([photo.reshape(-1, 3) for photo in load_sample_images().images])
+    size = digits.shape[1]
+    out = np.empty((*digits.shape, 3), np.uint8)
+    for index, digit in enumerate(digits):
+        cells = int(rng.integers(3, 8))
+        grid = pixels[rng.integers(len(pixels), size=cells * cells)].reshape(cells, cells, 3)
+        field = np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC), np.float32)
+        field = np.clip(field + rng.normal(0.0, 20.0, field.shape), 0, 255).astype(np.int16)
+        out[index] = np.abs(field - digit[..., None].astype(np.int16)).astype(np.uint8)
+    return out
+
+
+def make_digits_splits(image_size: int = 28, target: str = "digits_textured") -> DigitsSplits:
+    """Source: grey digits (as RGB). Target: the rendered digits. Disjoint digit instances.
+
+    ``target`` is ``digits_textured`` (the demo's target: photographs) or ``digits_noise`` (the
+    development domain: smooth colour fields); both render the same target digit instances.
+    """
+    if target not in TARGET_RENDERINGS:
+        raise ValueError(
+            f"config key data.target is {target!r}; the demo's targets are "
+            f"{', '.join(TARGET_RENDERINGS)}."
+        )
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -71,7 +108,9 @@ def make_digits_splits(image_size: int = 28) -> DigitsSplits:
     source_end, target_train_end = int(0.4 * n), int(0.7 * n)
     validation_start = int(0.8 * source_end)
     grey_rgb = np.repeat(images[..., None], 3, axis=-1)
-    textured = _textured(images[source_end:], rng)
+    textured = _textured(images[source_end:], rng)  # always drawn: keeps rng's stream fixed
+    if target == "digits_noise":
+        textured = _colour_fields(images[source_end:], np.random.default_rng(_NOISE_SEED))
     offset = source_end
     return DigitsSplits(
         source_train=(grey_rgb[:validation_start], labels[:validation_start]),

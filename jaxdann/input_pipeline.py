@@ -3,6 +3,10 @@
 Every index a run reads is a pure function of (seed, epoch, step): the source set is traversed
 once per epoch in a fresh order; the target set cycles independently with its own orders. A
 resumed run therefore reads exactly what an unbroken one would have.
+
+Multi-host runs with ``data.shard_per_host`` load one shard per process (every P-th image) and
+each process draws its part of every batch from its own shard, as endless streams keyed by
+(seed, process, step) -- the same guarantee, for a fixed number of processes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ __all__ = [
     "steps_per_epoch",
     "source_batch_indices",
     "target_batch_indices",
+    "shard_stream_indices",
 ]
 
 _SOURCE_STREAM, _TARGET_STREAM, _LIMIT_STREAM = 1, 2, 3
@@ -60,18 +65,33 @@ def _concat(splits: list[Split]) -> Split:
     )
 
 
-def load_experiment_data(config, domains: dict | None = None) -> ExperimentData:
+def load_experiment_data(
+    config, domains: dict | None = None, shard: tuple[int, int] = (0, 1)
+) -> ExperimentData:
     """Loads the source, target and validation data a config names.
 
     ``domains`` (PACS only): already loaded ``jaxdann.data.Domain`` objects by name, so that a
     sweep over many runs decodes (or reads from the cache) each domain once.
+
+    ``shard=(index, count)``: this process's share of every split, every ``count``-th image from
+    ``index`` (PACS files are decoded only for the share); ``data.limit`` then applies per shard
+    (``ceil(limit / count)`` each).
     """
     if config.data.name == "digits":
-        return _load_digits(config)
-    return _load_pacs(config, domains)
+        return _load_digits(config, shard)
+    return _load_pacs(config, domains, shard)
 
 
-def load_pacs_domains(config, names) -> dict:
+def _shard(split: Split, shard: tuple[int, int]) -> Split:
+    index, count = shard
+    return split if count == 1 else Split(split.images[index::count], split.labels[index::count])
+
+
+def _shard_limit(limit: int, shard: tuple[int, int]) -> int:
+    return -(-limit // shard[1]) if limit > 0 else 0
+
+
+def load_pacs_domains(config, names, shard: tuple[int, int] = (0, 1)) -> dict:
     """The named PACS domains, read the way ``config.data`` says (folder walk or TFDS)."""
     from jaxdann import data as pacs
 
@@ -81,7 +101,7 @@ def load_pacs_domains(config, names) -> dict:
         from jaxdann.tfds_pacs import load_domains_tfds
 
         return load_domains_tfds(
-            root, names, resize=data.resize, crop=data.crop, on_bad=data.on_bad
+            root, names, resize=data.resize, crop=data.crop, on_bad=data.on_bad, shard=shard
         )
     return pacs.load_domains(
         root,
@@ -90,16 +110,17 @@ def load_pacs_domains(config, names) -> dict:
         crop=data.crop,
         cache_dir=data.cache_dir or None,
         on_bad=data.on_bad,
+        shard=shard,
     )
 
 
-def _load_digits(config) -> ExperimentData:
+def _load_digits(config, shard: tuple[int, int]) -> ExperimentData:
     from jaxdann.demo_data import CLASS_NAMES, make_digits_splits
 
-    splits = make_digits_splits(config.data.crop)
+    splits = make_digits_splits(config.data.crop, config.data.target)
 
     def split(arrays) -> Split:
-        return _limit(Split(*arrays), config.data.limit)
+        return _limit(_shard(Split(*arrays), shard), _shard_limit(config.data.limit, shard))
 
     return ExperimentData(
         source=split(splits.source_train),
@@ -112,7 +133,7 @@ def _load_digits(config) -> ExperimentData:
     )
 
 
-def _load_pacs(config, domains: dict | None) -> ExperimentData:
+def _load_pacs(config, domains: dict | None, shard: tuple[int, int]) -> ExperimentData:
     from jaxdann import data as pacs
 
     data = config.data
@@ -127,11 +148,21 @@ def _load_pacs(config, domains: dict | None) -> ExperimentData:
         raise ValueError(f"config keys data.source and data.target are both {data.source!r}.")
     names = [data.source, data.target, *validation_names]
     if domains is None or any(name not in domains for name in names):
-        domains = load_pacs_domains(config, names)
+        domains = load_pacs_domains(config, names, shard)
+    else:  # whole domains, loaded once for many runs: keep this process's share
+        domains = {
+            name: dataclasses.replace(
+                domains[name],
+                images=domains[name].images[shard[0] :: shard[1]],
+                labels=domains[name].labels[shard[0] :: shard[1]],
+                paths=domains[name].paths[shard[0] :: shard[1]],
+            )
+            for name in names
+        }
 
     def split(name: str) -> Split:
         domain = domains[name]
-        return _limit(Split(domain.images, domain.labels), data.limit)
+        return _limit(Split(domain.images, domain.labels), _shard_limit(data.limit, shard))
 
     target = split(data.target)
     validation = _concat([split(n) for n in validation_names]) if validation_names else None
@@ -182,22 +213,45 @@ def source_batch_indices(
     return batches
 
 
-def target_batch_indices(
-    num_target: int, batch_size: int, seed: int, global_step: int, multiple: int = 1
+def _stream(
+    count: int, batch_size: int, key: list[int], global_step: int, padded_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Target rows for a global step: positions [step*B, (step+1)*B) of an endless stream of
-    permutations (one per pass over the target set), independent of the source epochs."""
+    """Positions [step*B, (step+1)*B) of an endless stream of permutations of ``count`` rows
+    (one per pass, seeded by ``key + [pass]``), padded to ``padded_size`` (mask 0)."""
     start = global_step * batch_size
     positions = np.arange(start, start + batch_size)
-    cycles = positions // num_target
+    cycles = positions // count
     indices = np.empty(batch_size, np.int64)
     for cycle in np.unique(cycles):
-        order = np.random.default_rng([seed, _TARGET_STREAM, int(cycle)]).permutation(num_target)
+        order = np.random.default_rng([*key, int(cycle)]).permutation(count)
         selected = cycles == cycle
-        indices[selected] = order[positions[selected] % num_target]
-    padded_size = _round_up(batch_size, multiple)
+        indices[selected] = order[positions[selected] % count]
     mask = np.zeros(padded_size, np.float32)
     mask[:batch_size] = 1.0
     padded = np.zeros(padded_size, np.int32)
     padded[:batch_size] = indices
     return padded, mask
+
+
+def target_batch_indices(
+    num_target: int, batch_size: int, seed: int, global_step: int, multiple: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Target rows for a global step: positions [step*B, (step+1)*B) of an endless stream of
+    permutations (one per pass over the target set), independent of the source epochs."""
+    padded_size = _round_up(batch_size, multiple)
+    return _stream(num_target, batch_size, [seed, _TARGET_STREAM], global_step, padded_size)
+
+
+def shard_stream_indices(
+    count: int,
+    batch_size: int,
+    seed: int,
+    stream: str,
+    process: int,
+    global_step: int,
+    padded_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One process's rows of its own shard (``count`` rows) for a global step, ``stream``
+    "source" or "target": an endless stream of permutations keyed by (seed, process)."""
+    key = [seed, {"source": _SOURCE_STREAM, "target": _TARGET_STREAM}[stream], 1000 + process]
+    return _stream(count, batch_size, key, global_step, padded_size)

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from jaxdann import config as config_lib
+from jaxdann import feed as feeds
 from jaxdann import input_pipeline, parallel, plots
 from jaxdann.models import DANN, build_model
 from jaxdann.optim import (
@@ -155,6 +156,9 @@ def _prepare_workdir(config, workdir: str) -> None:
         with open(path) as f:
             previous = config_lib.flatten(json.load(f))
         current = config_lib.flatten(resolved)
+        # A key added to jaxdann after the run started counts as its default value.
+        defaults = config_lib.flatten(config_lib.base_config())
+        previous = {key: value for key, value in defaults.items() if key in current} | previous
         differing = sorted(
             key
             for key in set(previous) | set(current)
@@ -189,38 +193,6 @@ def _to_python(value):
     return value.item() if value.ndim == 0 else value.tolist()
 
 
-class _Evaluator:
-    """Accuracy and predictions over a device-resident pool, in fixed-shape padded batches."""
-
-    def __init__(self, model, mean, std, batch_size: int, mesh):
-        self.batch_size = batch_size
-        self.num_devices = mesh.size
-        self.sharding = parallel.batch_sharded(mesh)
-        eval_step = make_eval_step(model, mean=mean, std=std)
-
-        def evaluate_batch(params, images, labels, indices, mask):
-            return eval_step(params, images[indices], labels[indices], mask)
-
-        # Replicated outputs: every process (multi-host) can read the predictions.
-        self._evaluate_batch = jax.jit(evaluate_batch, out_shardings=parallel.replicated(mesh))
-
-    def __call__(self, params, pool) -> tuple[float, np.ndarray]:
-        images, labels, count = pool
-        # Small pools get one small batch, not one padded to eval_batch_size.
-        batch_size = -(-min(self.batch_size, count) // self.num_devices) * self.num_devices
-        predictions, correct = [], []
-        for start in range(0, count, batch_size):
-            indices = np.arange(start, start + batch_size)
-            mask = (indices < count).astype(np.float32)
-            indices = np.where(indices < count, indices, 0).astype(np.int32)
-            put = lambda x: jax.device_put(x, self.sharding)  # noqa: E731
-            out = self._evaluate_batch(params, images, labels, put(indices), put(mask))
-            predictions.append(out["predictions"])
-            correct.append(out["correct"])
-        predictions, correct = jax.device_get((predictions, correct))
-        return float(np.sum(correct)) / count, np.concatenate(predictions)[:count]
-
-
 def train_and_evaluate(
     config,
     workdir: str,
@@ -244,12 +216,19 @@ def train_and_evaluate(
     pretrained = read_pretrained(config)
     _prepare_workdir(config, workdir)
 
+    shard = (jax.process_index(), jax.process_count()) if config.data.shard_per_host else (0, 1)
     if data is None:
-        data = input_pipeline.load_experiment_data(config)
-    adversarial = config.adaptation == "dann"
+        data = input_pipeline.load_experiment_data(config, shard=shard)
+    elif shard[1] > 1:
+        raise ValueError(
+            "data.shard_per_host with several processes needs train_and_evaluate to load the "
+            "data itself (pass no data=)."
+        )
+    model = build_from_config(config, len(data.class_names))
+    feed = feeds.make_feed(data, config, mesh, make_eval_step(model, mean=data.mean, std=data.std))
     batch_size, epochs = int(config.batch_size), int(config.epochs)
     steps_per_epoch = input_pipeline.steps_per_epoch(
-        len(data.source), batch_size, config.data.drop_last
+        feed.source_count, batch_size, config.data.drop_last
     )
     total_steps = steps_per_epoch * epochs
     opt = config.optimizer
@@ -270,10 +249,7 @@ def train_and_evaluate(
             **decay,
         )
 
-    model = build_from_config(config, len(data.class_names))
-
     replicated = parallel.replicated(mesh)
-    sharded = parallel.batch_sharded(mesh)
     root_key = jax.random.PRNGKey(config.seed)
     params = initial_params(model, config, data.source.images.shape[1:], root_key, pretrained)
     learning_rate = jnp.asarray(opt.learning_rate, jnp.float32)
@@ -299,20 +275,6 @@ def train_and_evaluate(
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     history = _read_metrics(metrics_path, start_epoch)
 
-    def to_device(split) -> tuple[jax.Array, jax.Array, int]:
-        return (
-            jax.device_put(split.images, replicated),
-            jax.device_put(split.labels, replicated),
-            len(split),
-        )
-
-    source_pool = to_device(data.source)
-    # The target pool carries no labels: nothing in training can read them.
-    target_images = jax.device_put(data.target.images, replicated) if adversarial else None
-    eval_pools = {"target": to_device(data.target_eval)}
-    if data.validation is not None:
-        eval_pools["validation"] = to_device(data.validation)
-
     step_fn = make_train_step(
         model,
         optimizer_for,
@@ -324,49 +286,25 @@ def train_and_evaluate(
     )
     train_step = jax.jit(step_fn, donate_argnums=0)
 
-    @jax.jit
-    def gather(source_images, source_labels, target_pool, indices):
-        batch = {
-            "source_images": source_images[indices["source"]],
-            "source_labels": source_labels[indices["source"]],
-            "source_mask": indices["source_mask"],
-        }
-        if target_pool is not None:
-            batch["target_images"] = target_pool[indices["target"]]
-            batch["target_mask"] = indices["target_mask"]
-        return batch
-
     summarize = jax.jit(summarize_epoch)
-    evaluate = _Evaluator(model, data.mean, data.std, config.eval_batch_size, mesh)
 
     target_predictions = None  # the last epoch's, reused by the final evaluation
     for epoch in range(start_epoch, epochs):
         epoch_started = time.time()
-        batches = input_pipeline.source_batch_indices(
-            len(data.source), batch_size, config.seed, epoch, config.data.drop_last, mesh.size
-        )
         step_metrics = []
         bar = tqdm(
-            batches,
+            feed.batches(epoch, steps_per_epoch),
+            total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{epochs}",
             leave=False,
             # Bars only on a terminal: logs and CI get the one line per epoch instead.
             disable=not (progress and is_main and sys.stderr.isatty()),
         )
-        for index, (source_indices, source_mask) in enumerate(bar):
-            global_step = epoch * steps_per_epoch + index
-            indices = {"source": source_indices, "source_mask": source_mask}
-            if adversarial:
-                target_indices, target_mask = input_pipeline.target_batch_indices(
-                    len(data.target), batch_size, config.seed, global_step, mesh.size
-                )
-                indices |= {"target": target_indices, "target_mask": target_mask}
-            indices = jax.device_put(indices, sharded)
-            batch = gather(source_pool[0], source_pool[1], target_images, indices)
+        for index, batch in enumerate(bar):
             state, metrics = train_step(state, batch, root_key)
             step_metrics.append(metrics)
             if on_step is not None:
-                on_step(global_step)
+                on_step(epoch * steps_per_epoch + index)
         summary = jax.device_get(summarize(step_metrics))
         losses = np.asarray(summary.pop("losses"))
         if not np.all(np.isfinite(losses)):
@@ -384,10 +322,10 @@ def train_and_evaluate(
             )
         row = {"epoch": epoch + 1}
         row |= {key: _to_python(summary[key]) if key in summary else None for key in EPOCH_METRICS}
-        row["target_accuracy"], target_predictions = evaluate(state.params, eval_pools["target"])
+        row["target_accuracy"], *target_predictions = feed.evaluate(state.params, "target")
         last_epoch = epoch + 1 == epochs
-        if "validation" in eval_pools and (config.eval.validation_every_epoch or last_epoch):
-            row["validation_accuracy"], _ = evaluate(state.params, eval_pools["validation"])
+        if data.validation is not None and (config.eval.validation_every_epoch or last_epoch):
+            row["validation_accuracy"], _, _ = feed.evaluate(state.params, "validation")
         row["epoch_time_s"] = round(time.time() - epoch_started, 3)
         history.append(row)
         every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
@@ -401,8 +339,9 @@ def train_and_evaluate(
     manager.close()
 
     if target_predictions is None:  # nothing was trained in this process (a finished run)
-        _, target_predictions = evaluate(state.params, eval_pools["target"])
-    return _finish(config, workdir, history, target_predictions, data, mesh, started)
+        _, *target_predictions = feed.evaluate(state.params, "target")
+    labels, predictions = target_predictions
+    return _finish(config, workdir, history, labels, predictions, data, feed, mesh, started)
 
 
 def _format_row(row: dict, epochs: int) -> str:
@@ -422,11 +361,10 @@ def _format_row(row: dict, epochs: int) -> str:
     return text + f"  ({row['epoch_time_s']:.1f}s)"
 
 
-def _finish(config, workdir, history, predictions, data, mesh, started) -> dict:
+def _finish(config, workdir, history, labels, predictions, data, feed, mesh, started) -> dict:
     """Per-class accuracy, the confusion matrix, summary.json and the figures."""
     if not history:
         raise ValueError(f"{workdir}: no epoch was trained (config epochs={config.epochs}).")
-    labels = np.asarray(data.target_eval.labels)
     num_classes = len(data.class_names)
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, predictions), 1)
@@ -447,6 +385,8 @@ def _finish(config, workdir, history, predictions, data, mesh, started) -> dict:
         "adaptation": config.adaptation,
         "num_devices": mesh.size,
         "num_processes": jax.process_count(),
+        "data_sharded_per_host": bool(config.data.shard_per_host),
+        "rows_per_process": feed.rows_per_process,
         "platform": jax.devices()[0].platform,
         "train_time_s": round(sum(row["epoch_time_s"] for row in history), 2),
         "wall_time_s": round(time.time() - started, 2),

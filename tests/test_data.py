@@ -394,6 +394,25 @@ def test_load_domains_returns_each_domain(tree):
     assert domains["b"].class_names == ("cat", "dog", "zebra")
 
 
+def test_shards_partition_a_domain_and_cache_separately(tree, tmp_path):
+    cache = tmp_path / "cache"
+    full = data.load_domain(tree, "b", cache_dir=False, workers=1, progress=False)
+    shards = [
+        data.load_domain(tree, "b", cache_dir=cache, workers=1, progress=False, shard=(i, 2))
+        for i in range(2)
+    ]
+    assert [len(s) for s in shards] == [3, 3]
+    assert shards[0].paths == full.paths[0::2] and shards[1].paths == full.paths[1::2]
+    np.testing.assert_array_equal(shards[1].images, full.images[1::2])
+    np.testing.assert_array_equal(shards[1].labels, full.labels[1::2])
+    # Each shard keeps its own cache entry: writing shard 1 did not drop shard 0's.
+    assert len([name for name in os.listdir(cache) if name.endswith(".json")]) == 2
+    again = data.load_domain(tree, "b", cache_dir=cache, workers=1, progress=False, shard=(0, 2))
+    np.testing.assert_array_equal(again.images, shards[0].images)
+    with pytest.raises(ValueError, match="shard"):
+        data.load_domain(tree, "b", cache_dir=False, progress=False, shard=(2, 2))
+
+
 # --------------------------------------------------------------------------- split lists
 
 

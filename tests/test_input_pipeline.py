@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from jaxdann.input_pipeline import source_batch_indices, steps_per_epoch, target_batch_indices
+from jaxdann.input_pipeline import (
+    load_experiment_data,
+    shard_stream_indices,
+    source_batch_indices,
+    steps_per_epoch,
+    target_batch_indices,
+)
 
 
 def test_every_source_image_once_per_epoch_with_a_short_last_batch():
@@ -47,3 +53,39 @@ def test_target_cycles_through_every_image_independently_of_source_epochs():
     )
     padded, mask = target_batch_indices(num_target, 6, seed=0, global_step=0, multiple=4)
     assert padded.shape == (8,) and mask.tolist() == [1] * 6 + [0, 0]
+
+
+def test_each_process_streams_through_its_own_shard():
+    # Process 1 of 2 holds 11 rows and supplies 5 rows (padded to 6) of every global batch.
+    rows = [
+        shard_stream_indices(
+            11, 5, seed=0, stream="source", process=1, global_step=s, padded_size=6
+        )
+        for s in range(5)
+    ]
+    assert all(indices.shape == (6,) and mask.tolist() == [1] * 5 + [0] for indices, mask in rows)
+    stream = np.concatenate([indices[:5] for indices, _ in rows])
+    assert sorted(stream[:11]) == list(range(11)) and sorted(stream[11:22]) == list(range(11))
+    other = shard_stream_indices(
+        11, 5, seed=0, stream="source", process=0, global_step=0, padded_size=6
+    )
+    target = shard_stream_indices(
+        11, 5, seed=0, stream="target", process=1, global_step=0, padded_size=6
+    )
+    assert not np.array_equal(other[0], rows[0][0]) and not np.array_equal(target[0], rows[0][0])
+
+
+def test_shards_of_the_demo_partition_every_split():
+    from jaxdann import config as config_lib
+
+    config = config_lib.demo_config()
+    whole = load_experiment_data(config)
+    shards = [load_experiment_data(config, shard=(index, 2)) for index in range(2)]
+    for name in ("source", "target", "target_eval", "validation"):
+        full = getattr(whole, name)
+        parts = [getattr(shard, name) for shard in shards]
+        assert sum(len(part) for part in parts) == len(full)
+        np.testing.assert_array_equal(parts[1].images, full.images[1::2])
+        np.testing.assert_array_equal(parts[0].labels, full.labels[0::2])
+    config.data.limit = 40  # per shard: ceil(40 / 2)
+    assert len(load_experiment_data(config, shard=(1, 2)).source) == 20

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jaxdann import config as config_lib
@@ -32,16 +33,8 @@ def _rows(workdir):
         return [json.loads(line) for line in f]
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
-    config = config_lib.apply_overrides(
-        config_lib.demo_config(), dict(o[len("--config.") :].split("=") for o in OVERRIDES)
-    )
-    config.parallel.num_devices = 4
-    single = str(tmp_path / "single")
-    train_and_evaluate(config, single, progress=False)
-
-    multi = str(tmp_path / "multi")
+def _run_two_processes(workdir, overrides):
+    """``python -m jaxdann.train`` as 2 processes x 2 CPU devices; returns their outputs."""
     port = _free_port()
     processes = []
     for process_id in range(2):
@@ -53,7 +46,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
             "JAX_NUM_PROCESSES": "2",
             "JAX_PROCESS_ID": str(process_id),
         }
-        command = [sys.executable, "-m", "jaxdann.train", "--workdir", multi, *OVERRIDES]
+        command = [sys.executable, "-m", "jaxdann.train", "--workdir", workdir, *overrides]
         processes.append(
             subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         )
@@ -67,6 +60,20 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
             pytest.fail("the two-process run did not finish in 300 s")
         outputs.append(out.decode())
         assert process.returncode == 0, out.decode()[-3000:]
+    return outputs
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+    config = config_lib.apply_overrides(
+        config_lib.demo_config(), dict(o[len("--config.") :].split("=") for o in OVERRIDES)
+    )
+    config.parallel.num_devices = 4
+    single = str(tmp_path / "single")
+    train_and_evaluate(config, single, progress=False)
+
+    multi = str(tmp_path / "multi")
+    outputs = _run_two_processes(multi, OVERRIDES)
     with open(os.path.join(multi, "summary.json")) as f:
         summary = json.load(f)
     assert summary["num_processes"] == 2 and summary["num_devices"] == 4
@@ -75,3 +82,23 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
     # Only process 0 reports.
     assert sum("done: target accuracy" in out for out in outputs) == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
+def test_each_host_loads_and_reads_only_its_own_shard(tmp_path):
+    workdir = str(tmp_path / "sharded")
+    _run_two_processes(workdir, [*OVERRIDES, "--config.data.shard_per_host=true"])
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["num_processes"] == 2 and summary["data_sharded_per_host"]
+    # data.limit=40 applies per shard as ceil(40 / 2): each process held 20 of each split.
+    for split in ("source", "target", "target_eval", "validation"):
+        assert summary["rows_per_process"][split] == [20, 20], split
+    with open(os.path.join(workdir, "evaluation.json")) as f:
+        evaluation = json.load(f)
+    assert sum(map(sum, evaluation["confusion_matrix"])) == 40  # both shards were evaluated
+    rows = _rows(workdir)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert all(np.isfinite(row[key]) for row in rows for key in KEYS)
+    # One checkpoint per epoch, written once for both processes.
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]

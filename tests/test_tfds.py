@@ -134,6 +134,16 @@ def test_load_domains_tfds_equals_load_domain(built):
         np.testing.assert_array_equal(domain.images, expected.images)
 
 
+def test_load_domains_tfds_reads_one_shard(built):
+    root, data_dir = built
+    kwargs = {"resize": RESIZE, "crop": CROP, "data_dir": data_dir}
+    full = tfds_pacs.load_domains_tfds(root, ["cartoon"], **kwargs)["cartoon"]
+    shard = tfds_pacs.load_domains_tfds(root, ["cartoon"], shard=(1, 2), **kwargs)["cartoon"]
+    assert shard.paths == full.paths[1::2]
+    np.testing.assert_array_equal(shard.images, full.images[1::2])
+    np.testing.assert_array_equal(shard.labels, full.labels[1::2])
+
+
 def test_command_line(built, capsys):
     root, data_dir = built
     args = ["--root", os.fspath(root), "--data_dir", os.fspath(data_dir)]

@@ -141,8 +141,8 @@ def test_target_labels_never_change_training(tmp_path, monkeypatch):
     train_and_evaluate(tiny_config(epochs=2), reference, progress=False)
     original = input_pipeline.load_experiment_data
 
-    def permuted_target_labels(config):
-        data = original(config)
+    def permuted_target_labels(config, **kwargs):
+        data = original(config, **kwargs)
         shuffled = np.random.default_rng(0).permutation(data.target.labels)
         assert not np.array_equal(shuffled, data.target.labels)
         target = input_pipeline.Split(data.target.images, shuffled)
@@ -198,6 +198,37 @@ def test_one_and_four_devices_give_the_same_metrics(tmp_path):
     for a, b in zip(read_rows(one), read_rows(four), strict=True):
         for key in (*TRAINING_KEYS, "target_accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+
+
+def test_host_shards_are_independent_of_device_count_and_resume_exactly(tmp_path):
+    import jax
+
+    if jax.device_count() < 4:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4 (set in conftest)")
+    sharded = {"data.shard_per_host": True, "batch_size": 18}
+    one, four = str(tmp_path / "one"), str(tmp_path / "four")
+    summary = train_and_evaluate(tiny_config(epochs=2, **sharded), one, progress=False)
+    assert summary["data_sharded_per_host"] and summary["rows_per_process"]["source"] == [40]
+    # Shard streams depend on (seed, process, step), not on how many devices share a batch.
+    train_and_evaluate(
+        tiny_config(epochs=2, **sharded, **{"parallel.num_devices": 4}), four, progress=False
+    )
+    for a, b in zip(read_rows(one), read_rows(four), strict=True):
+        for key in (*TRAINING_KEYS, "target_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    # Stopped in the middle of epoch 2 and resumed: exactly the unbroken run.
+    broken = str(tmp_path / "broken")
+
+    def crash(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(tiny_config(epochs=2, **sharded), broken, progress=False, on_step=crash)
+    train_and_evaluate(tiny_config(epochs=2, **sharded), broken, progress=False)
+    assert training_part(read_rows(broken)) == training_part(read_rows(one))
+    with open(os.path.join(one, "evaluation.json")) as f:
+        assert np.sum(json.load(f)["confusion_matrix"]) == 40  # every target test image
 
 
 def test_bfloat16_reaches_float32_accuracy_on_the_demo(tmp_path):

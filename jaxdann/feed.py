@@ -1,0 +1,226 @@
+"""Where each step's batch comes from: device-resident pools, or one data shard per host.
+
+Both feeds hand the training loop the same things -- global arrays sharded along the mesh's
+'data' axis for every step, and (accuracy, labels, predictions) for an evaluation set -- so the
+loop has one code path for one device, many devices and many hosts.
+
+- :class:`DevicePools` (default): every device holds every image as uint8; a step's rows are
+  gathered on the device from indices. Each host loads all of the data.
+- :class:`HostShards` (``data.shard_per_host=true``): each process loads only its shard (every
+  P-th image) into host memory, draws its part of each batch from it, and the global batch is
+  assembled from the processes' parts (``jax.make_array_from_process_local_data``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxdann import input_pipeline, parallel
+
+__all__ = ["DevicePools", "HostShards", "make_feed"]
+
+Evaluation = tuple[float, np.ndarray, np.ndarray]  # accuracy, labels, predictions
+_EVAL_SPLITS = {"target": "target_eval", "validation": "validation"}  # evaluate(name) -> split
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _collect(outputs: list[dict], count: int) -> Evaluation:
+    """Accuracy over ``count`` rows, and the real rows' labels and predictions."""
+    outputs = jax.device_get(outputs)
+    keep = np.concatenate([out["mask"] for out in outputs]) > 0
+    labels = np.concatenate([out["labels"] for out in outputs])[keep]
+    predictions = np.concatenate([out["predictions"] for out in outputs])[keep]
+    correct = float(sum(np.asarray(out["correct"]) for out in outputs))
+    return correct / count, labels, predictions
+
+
+def _with_labels(eval_step: Callable) -> Callable:
+    def evaluate(params, images, labels, mask):
+        return eval_step(params, images, labels, mask) | {"labels": labels, "mask": mask}
+
+    return evaluate
+
+
+class DevicePools:
+    """All data on every device (uint8); batches gathered on the device by index."""
+
+    def __init__(self, data: input_pipeline.ExperimentData, config, mesh, eval_step: Callable):
+        self.config, self.mesh = config, mesh
+        self.adversarial = config.adaptation == "dann"
+        replicated = parallel.replicated(mesh)
+        self.sharded = parallel.batch_sharded(mesh)
+
+        def to_device(split):
+            return (
+                jax.device_put(split.images, replicated),
+                jax.device_put(split.labels, replicated),
+                len(split),
+            )
+
+        self.source = to_device(data.source)
+        # The target pool carries no labels: nothing in training can read them.
+        self.target = (
+            (jax.device_put(data.target.images, replicated), len(data.target))
+            if self.adversarial
+            else None
+        )
+        self.eval_pools = {"target": to_device(data.target_eval)}
+        if data.validation is not None:
+            self.eval_pools["validation"] = to_device(data.validation)
+        self.source_count = len(data.source)
+        counts = {"source": len(data.source), "target": len(data.target)}
+        counts |= {_EVAL_SPLITS[name]: pool[2] for name, pool in self.eval_pools.items()}
+        self.rows_per_process = {
+            name: [count] * jax.process_count() for name, count in counts.items()
+        }
+
+        @jax.jit
+        def gather(source_images, source_labels, target_pool, indices):
+            batch = {
+                "source_images": source_images[indices["source"]],
+                "source_labels": source_labels[indices["source"]],
+                "source_mask": indices["source_mask"],
+            }
+            if target_pool is not None:
+                batch["target_images"] = target_pool[indices["target"]]
+                batch["target_mask"] = indices["target_mask"]
+            return batch
+
+        self._gather = gather
+        evaluate = _with_labels(eval_step)
+
+        def evaluate_batch(params, images, labels, indices, mask):
+            return evaluate(params, images[indices], labels[indices], mask)
+
+        # Replicated outputs: every process (multi-host) can read the predictions.
+        self._evaluate = jax.jit(evaluate_batch, out_shardings=parallel.replicated(mesh))
+
+    def batches(self, epoch: int, steps_per_epoch: int) -> Iterator[dict]:
+        config = self.config
+        batch_size, devices = int(config.batch_size), self.mesh.size
+        source = input_pipeline.source_batch_indices(
+            self.source_count, batch_size, config.seed, epoch, config.data.drop_last, devices
+        )
+        for index, (source_indices, source_mask) in enumerate(source):
+            indices = {"source": source_indices, "source_mask": source_mask}
+            if self.adversarial:
+                target_indices, target_mask = input_pipeline.target_batch_indices(
+                    self.target[1],
+                    batch_size,
+                    config.seed,
+                    epoch * steps_per_epoch + index,
+                    devices,
+                )
+                indices |= {"target": target_indices, "target_mask": target_mask}
+            indices = jax.device_put(indices, self.sharded)
+            target_pool = self.target[0] if self.adversarial else None
+            yield self._gather(self.source[0], self.source[1], target_pool, indices)
+
+    def evaluate(self, params, name: str) -> Evaluation:
+        images, labels, count = self.eval_pools[name]
+        # Small pools get one small batch, not one padded to eval_batch_size.
+        size = _round_up(min(int(self.config.eval_batch_size), count), self.mesh.size)
+        outputs = []
+        for start in range(0, count, size):
+            indices = np.arange(start, start + size)
+            mask = (indices < count).astype(np.float32)
+            indices = np.where(indices < count, indices, 0).astype(np.int32)
+            put = lambda x: jax.device_put(x, self.sharded)  # noqa: E731
+            outputs.append(self._evaluate(params, images, labels, put(indices), put(mask)))
+        return _collect(outputs, count)
+
+
+class HostShards:
+    """This process's shard in host memory; each process supplies its rows of every batch.
+
+    The global batch of ``batch_size`` rows is split over the P processes (the first
+    ``batch_size % P`` take one more row), each part drawn from the process's own shard by
+    :func:`jaxdann.input_pipeline.shard_stream_indices` and padded to a multiple of the local
+    device count. Data order therefore depends on the process count, never on restarts.
+    """
+
+    def __init__(self, data: input_pipeline.ExperimentData, config, mesh, eval_step: Callable):
+        self.config, self.mesh, self.data = config, mesh, data
+        self.adversarial = config.adaptation == "dann"
+        self.sharded = parallel.batch_sharded(mesh)
+        self.process, self.processes = jax.process_index(), jax.process_count()
+        self.local_devices = mesh.size // self.processes
+        splits = {"source": data.source, "target": data.target, "target_eval": data.target_eval}
+        if data.validation is not None:
+            splits["validation"] = data.validation
+        self.splits = splits
+        local = np.asarray([len(split) for split in splits.values()], np.int64)
+        gathered = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, len(local))
+        self.rows_per_process = {
+            name: gathered[:, column].tolist() for column, name in enumerate(splits)
+        }
+        empty = [name for name, rows in self.rows_per_process.items() if min(rows) == 0]
+        if empty:
+            raise ValueError(
+                f"data.shard_per_host: the {', '.join(empty)} data has fewer images than the "
+                f"{self.processes} processes, so some shard is empty; turn data.shard_per_host off."
+            )
+        self.source_count = sum(self.rows_per_process["source"])
+        batch_size = int(config.batch_size)
+        self.rows = batch_size // self.processes + (self.process < batch_size % self.processes)
+        self.padded = _round_up(-(-batch_size // self.processes), self.local_devices)
+        self._evaluate = jax.jit(_with_labels(eval_step), out_shardings=parallel.replicated(mesh))
+
+    def _put(self, local: np.ndarray) -> jax.Array:
+        shape = (self.processes * local.shape[0], *local.shape[1:])
+        return jax.make_array_from_process_local_data(self.sharded, local, shape)
+
+    def _rows(self, stream: str, split, global_step: int) -> tuple[np.ndarray, np.ndarray]:
+        return input_pipeline.shard_stream_indices(
+            len(split),
+            self.rows,
+            int(self.config.seed),
+            stream,
+            self.process,
+            global_step,
+            self.padded,
+        )
+
+    def batches(self, epoch: int, steps_per_epoch: int) -> Iterator[dict]:
+        source, target = self.data.source, self.data.target
+        for index in range(steps_per_epoch):
+            global_step = epoch * steps_per_epoch + index
+            rows, mask = self._rows("source", source, global_step)
+            batch = {
+                "source_images": source.images[rows],
+                "source_labels": source.labels[rows],
+                "source_mask": mask,
+            }
+            if self.adversarial:
+                rows, mask = self._rows("target", target, global_step)
+                batch |= {"target_images": target.images[rows], "target_mask": mask}
+            yield {key: self._put(value) for key, value in batch.items()}
+
+    def evaluate(self, params, name: str) -> Evaluation:
+        split = self.splits[_EVAL_SPLITS[name]]
+        rows_per_process = self.rows_per_process[_EVAL_SPLITS[name]]
+        count, most = sum(rows_per_process), max(rows_per_process)
+        size = _round_up(
+            -(-min(int(self.config.eval_batch_size), count) // self.processes),
+            self.local_devices,
+        )
+        outputs = []
+        for start in range(0, most, size):  # the same number of batches on every process
+            rows = np.arange(start, start + size)
+            mask = (rows < len(split)).astype(np.float32)
+            rows = np.where(rows < len(split), rows, 0)
+            local = (split.images[rows], split.labels[rows], mask)
+            outputs.append(self._evaluate(params, *map(self._put, local)))
+        return _collect(outputs, count)
+
+
+def make_feed(data, config, mesh, eval_step: Callable) -> DevicePools | HostShards:
+    kind = HostShards if config.data.shard_per_host else DevicePools
+    return kind(data, config, mesh, eval_step)
