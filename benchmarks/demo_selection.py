@@ -1,0 +1,130 @@
+"""Chooses the embedded demo's recipe on a labelled development domain, never on the demo's target.
+
+The seed study picks its hyper-parameters on held-out PACS domains. The demo does the same: each
+candidate recipe is trained from grey digits to ``digits_noise`` (the same target digit instances
+rendered on smooth random colour fields instead of photographs), DANN and its matched source-only
+run, for the development seeds. The rule, fixed before any run: the candidate with the largest mean
+gain (DANN minus source-only final target accuracy on the development domain) wins. Only the
+winner then runs on the demo's photo target, for the reporting seeds, DANN and source-only.
+
+    python benchmarks/demo_selection.py --workdir /tmp/demo_selection
+
+Each run is ``python -m jaxdann.train`` in its own folder; finished runs are reused on a rerun.
+The last line printed is one JSON object with every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+CANDIDATES = {
+    "default": {},
+    "shift": {"data.random_crop": "true"},
+    "shift_grl0.3": {
+        "data.random_crop": "true",
+        "grl.schedule": "constant",
+        "grl.coefficient": "0.3",
+    },
+    "shift_ramp0.3": {"data.random_crop": "true", "grl.coefficient": "0.3"},
+    "shift_domain500x2": {"data.random_crop": "true", "model.domain_hidden": "500,500"},
+}
+# Source-only does not read grl.* or model.domain_*: its runs depend on augmentation alone.
+SOURCE_ONLY_KEYS = ("data.random_crop",)
+
+
+def run(workdir: str, overrides: dict) -> dict | None:
+    """The run's summary, or None if it stopped on a non-finite loss (the candidate then loses)."""
+    summary_path = os.path.join(workdir, "summary.json")
+    diverged_path = os.path.join(workdir, "diverged")
+    if os.path.exists(diverged_path):
+        return None
+    if not os.path.exists(summary_path):
+        command = [sys.executable, "-m", "jaxdann.train", "--workdir", workdir]
+        command.append("--config.checkpoint_every_epochs=0")
+        command += [f"--config.{key}={value}" for key, value in overrides.items()]
+        print(" ".join(command), flush=True)
+        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if result.returncode != 0:
+            message = result.stderr.decode().strip().splitlines()[-1]
+            if "non-finite loss" not in message:
+                raise RuntimeError(f"{workdir}: {message}")
+            print(f"{workdir}: {message}", flush=True)
+            with open(diverged_path, "w") as f:
+                f.write(message + "\n")
+            return None
+    with open(summary_path) as f:
+        return json.load(f)
+
+
+def final_target_accuracy(summary: dict | None) -> float:
+    """A diverged run scores 0: a recipe that can blow up is not shipped."""
+    return float(summary["final_target_accuracy"]) if summary else 0.0
+
+
+def mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def std(values) -> float:
+    if len(values) < 2:
+        return 0.0
+    m = mean(values)
+    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--dev-seeds", default="0,1")
+    parser.add_argument("--report-seeds", default="0,1,2")
+    args = parser.parse_args()
+    dev_seeds = [int(s) for s in args.dev_seeds.split(",")]
+    report_seeds = [int(s) for s in args.report_seeds.split(",")]
+
+    def accuracies(name, overrides, adaptation, target, seeds):
+        values = []
+        for seed in seeds:
+            folder = os.path.join(args.workdir, f"{target}-{name}-{adaptation}-seed{seed}")
+            config = dict(overrides, adaptation=adaptation, seed=str(seed))
+            config["data.target"] = target
+            values.append(final_target_accuracy(run(folder, config)))
+        return values
+
+    development = {}
+    for name, overrides in CANDIDATES.items():
+        source_only = {k: v for k, v in overrides.items() if k in SOURCE_ONLY_KEYS}
+        only_name = "shift" if source_only else "default"
+        dann = accuracies(name, overrides, "dann", "digits_noise", dev_seeds)
+        none = accuracies(only_name, source_only, "none", "digits_noise", dev_seeds)
+        development[name] = {"dann": dann, "none": none, "gain": mean(dann) - mean(none)}
+        print(name, json.dumps(development[name]), flush=True)
+    chosen = max(development, key=lambda name: development[name]["gain"])
+    print("chosen on the development domain:", chosen, flush=True)
+
+    overrides = CANDIDATES[chosen]
+    source_only = {k: v for k, v in overrides.items() if k in SOURCE_ONLY_KEYS}
+    only_name = "shift" if source_only else "default"
+    dann = accuracies(chosen, overrides, "dann", "digits_textured", report_seeds)
+    none = accuracies(only_name, source_only, "none", "digits_textured", report_seeds)
+    report = {
+        "development": development,
+        "chosen": chosen,
+        "overrides": overrides,
+        "demo_target": {
+            "dann": dann,
+            "none": none,
+            "dann_mean": mean(dann),
+            "dann_std": std(dann),
+            "none_mean": mean(none),
+            "none_std": std(none),
+        },
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
