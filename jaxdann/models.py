@@ -25,7 +25,6 @@ __all__ = [
     "SmallCNNFeatures",
     "adaptive_avg_pool",
     "build_model",
-    "max_pool",
     "MIN_ALEXNET_SIZE",
 ]
 
@@ -66,32 +65,6 @@ def _dense(x, features, name, dtype):
         dtype=dtype,
         name=name,
     )(x)
-
-
-def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
-    """VALID max pooling over square windows, NHWC.
-
-    On CPU it is the maximum of the window's ``window**2`` strided views: XLA fuses that and its
-    gradient into elementwise selects, while ``nn.max_pool``'s gradient there is a
-    select-and-scatter about 5x slower (AlexNet's three pools, forward + backward: 0.28 s ->
-    0.05 s for 32 images at 224 px; benchmarks/README.md). Other backends use ``nn.max_pool``.
-    Outputs are equal; gradients too, except on exact ties inside a window, which after a ReLU
-    occur only at 0, where the ReLU passes no gradient anyway.
-    """
-    if jax.default_backend() != "cpu":
-        return nn.max_pool(x, (window, window), strides=(stride, stride), padding="VALID")
-    _, height, width, _ = x.shape
-    rows, cols = (height - window) // stride + 1, (width - window) // stride + 1
-    out = None
-    for i in range(window):
-        for j in range(window):
-            view = x[
-                :,
-                i : i + stride * (rows - 1) + 1 : stride,
-                j : j + stride * (cols - 1) + 1 : stride,
-            ]
-            out = view if out is None else jnp.maximum(out, view)
-    return out
 
 
 def _pool_matrix(in_size: int, out_size: int) -> np.ndarray:
@@ -136,7 +109,7 @@ class AlexNetFeatures(nn.Module):
                 f"got {images.shape[1]}x{images.shape[2]}; raise data.crop / data.resize."
             )
         x = images.astype(self.dtype)
-        pool = lambda y: max_pool(y, 3, 2)  # noqa: E731
+        pool = lambda y: nn.max_pool(y, (3, 3), strides=(2, 2), padding="VALID")  # noqa: E731
         x = pool(nn.relu(_conv(x, 64, 11, 4, 2, "conv1", self.dtype)))
         x = pool(nn.relu(_conv(x, 192, 5, 1, 2, "conv2", self.dtype)))
         x = nn.relu(_conv(x, 384, 3, 1, 1, "conv3", self.dtype))
@@ -155,7 +128,7 @@ class SmallCNNFeatures(nn.Module):
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         del train
         x = images.astype(self.dtype)
-        pool = lambda y: max_pool(y, 2, 2)  # noqa: E731
+        pool = lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))  # noqa: E731
         x = pool(nn.relu(_conv(x, 32, 5, 1, 0, "conv1", self.dtype)))
         x = pool(nn.relu(_conv(x, 48, 5, 1, 0, "conv2", self.dtype)))
         return x.reshape(x.shape[0], -1)
