@@ -7,7 +7,7 @@ run, for the development seeds. The rule, fixed before any run: the candidate wi
 gain (DANN minus source-only final target accuracy on the development domain) wins. Only the
 winner then runs on the demo's photo target, for the reporting seeds, DANN and source-only.
 
-    python benchmarks/demo_selection.py --workdir /tmp/demo_selection
+    python benchmarks/demo_selection.py --workdir /tmp/demo_selection [--round 6]
 
 Each run is ``python -m jaxdann.train`` in its own folder; finished runs are reused on a rerun.
 The last line printed is one JSON object with every number.
@@ -21,19 +21,38 @@ import os
 import subprocess
 import sys
 
-CANDIDATES = {
-    "default": {},
-    "shift": {"data.random_crop": "true"},
-    "shift_grl0.3": {
-        "data.random_crop": "true",
-        "grl.schedule": "constant",
-        "grl.coefficient": "0.3",
+# Each round's candidates, fixed before any of its runs. Round 6 tried augmentation, reversal
+# strength and domain-head width; round 7 training length (the source loss reaches ~0 by epoch 30
+# while the reversal ramp is still rising).
+ROUNDS = {
+    "6": {
+        "default": {},
+        "shift": {"data.random_crop": "true"},
+        "shift_grl0.3": {
+            "data.random_crop": "true",
+            "grl.schedule": "constant",
+            "grl.coefficient": "0.3",
+        },
+        "shift_ramp0.3": {"data.random_crop": "true", "grl.coefficient": "0.3"},
+        "shift_domain500x2": {"data.random_crop": "true", "model.domain_hidden": "500,500"},
     },
-    "shift_ramp0.3": {"data.random_crop": "true", "grl.coefficient": "0.3"},
-    "shift_domain500x2": {"data.random_crop": "true", "model.domain_hidden": "500,500"},
+    "7": {
+        "default": {},
+        "epochs120": {"epochs": "120", "optimizer.step_size": "80"},
+        "epochs120_batch32": {"epochs": "120", "optimizer.step_size": "80", "batch_size": "32"},
+    },
 }
-# Source-only does not read grl.* or model.domain_*: its runs depend on augmentation alone.
-SOURCE_ONLY_KEYS = ("data.random_crop",)
+# Keys source-only training never reads: its matched run drops them.
+ADAPTATION_ONLY = ("grl.", "model.domain_", "domain_loss_weight")
+
+
+def source_only_overrides(overrides: dict) -> dict:
+    return {k: v for k, v in overrides.items() if not k.startswith(ADAPTATION_ONLY)}
+
+
+def source_only_name(overrides: dict) -> str:
+    kept = source_only_overrides(overrides)
+    return "default" if not kept else "-".join(f"{k}={v}" for k, v in sorted(kept.items()))
 
 
 def run(workdir: str, overrides: dict) -> dict | None:
@@ -81,6 +100,7 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--dev-seeds", default="0,1")
     parser.add_argument("--report-seeds", default="0,1,2")
+    parser.add_argument("--round", default=max(ROUNDS), choices=sorted(ROUNDS))
     args = parser.parse_args()
     dev_seeds = [int(s) for s in args.dev_seeds.split(",")]
     report_seeds = [int(s) for s in args.report_seeds.split(",")]
@@ -94,22 +114,21 @@ def main() -> None:
             values.append(final_target_accuracy(run(folder, config)))
         return values
 
+    candidates = ROUNDS[args.round]
     development = {}
-    for name, overrides in CANDIDATES.items():
-        source_only = {k: v for k, v in overrides.items() if k in SOURCE_ONLY_KEYS}
-        only_name = "shift" if source_only else "default"
+    for name, overrides in candidates.items():
+        only = source_only_overrides(overrides)
         dann = accuracies(name, overrides, "dann", "digits_noise", dev_seeds)
-        none = accuracies(only_name, source_only, "none", "digits_noise", dev_seeds)
+        none = accuracies(source_only_name(overrides), only, "none", "digits_noise", dev_seeds)
         development[name] = {"dann": dann, "none": none, "gain": mean(dann) - mean(none)}
         print(name, json.dumps(development[name]), flush=True)
     chosen = max(development, key=lambda name: development[name]["gain"])
     print("chosen on the development domain:", chosen, flush=True)
 
-    overrides = CANDIDATES[chosen]
-    source_only = {k: v for k, v in overrides.items() if k in SOURCE_ONLY_KEYS}
-    only_name = "shift" if source_only else "default"
+    overrides = candidates[chosen]
+    only = source_only_overrides(overrides)
     dann = accuracies(chosen, overrides, "dann", "digits_textured", report_seeds)
-    none = accuracies(only_name, source_only, "none", "digits_textured", report_seeds)
+    none = accuracies(source_only_name(overrides), only, "none", "digits_textured", report_seeds)
     report = {
         "development": development,
         "chosen": chosen,
