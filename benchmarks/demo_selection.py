@@ -23,7 +23,8 @@ import sys
 
 # Each round's candidates, fixed before any of its runs. Round 6 tried augmentation, reversal
 # strength and domain-head width; round 7 training length (the source loss reaches ~0 by epoch 30
-# while the reversal ramp is still rising).
+# while the reversal ramp is still rising); round 8 the adversarial objective (on the development
+# domain the domain classifier wins, domain loss 0.03, where reversal's gradient vanishes).
 ROUNDS = {
     "6": {
         "default": {},
@@ -40,6 +41,11 @@ ROUNDS = {
         "default": {},
         "epochs120": {"epochs": "120", "optimizer.step_size": "80"},
         "epochs120_batch32": {"epochs": "120", "optimizer.step_size": "80", "batch_size": "32"},
+    },
+    "8": {
+        "default": {},
+        "inverted_labels": {"grl.objective": "inverted_labels"},
+        "inverted_labels_0.3": {"grl.objective": "inverted_labels", "grl.coefficient": "0.3"},
     },
 }
 # Keys source-only training never reads: its matched run drops them.

@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.grl.schedule = "constant"  # "constant" | "dann" (2/(1+exp(-gamma p)) - 1)
     config.grl.coefficient = 0.1  # the constant, or the schedule's maximum
     config.grl.gamma = 10.0
+    # How the features are trained against the domain classifier: "reverse" (the seed's and the
+    # paper's gradient reversal: maximise its loss) or "inverted_labels" (minimise its loss on
+    # swapped domain labels, which keeps a useful gradient when it is confident; Tzeng et al. 2017).
+    config.grl.objective = "reverse"
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"  # sgd | adam | rmsprop
@@ -199,6 +203,7 @@ def apply_overrides(config, overrides: dict[str, str]) -> ml_collections.ConfigD
 _CHOICES = {
     "adaptation": ("dann", "none"),
     "grl.schedule": ("constant", "dann"),
+    "grl.objective": ("reverse", "inverted_labels"),
     "optimizer.name": ("sgd", "adam", "rmsprop"),
     "optimizer.schedule": ("step", "annealed"),
     "model.arch": ("alexnet", "small_cnn"),

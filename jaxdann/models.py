@@ -204,6 +204,18 @@ class DANN(nn.Module):
         reversed_features = reverse_gradient(features, grl_coefficient)
         return class_logits, self.domain_classifier(reversed_features, train)
 
+    def extract(self, images: jax.Array, train: bool = True) -> jax.Array:
+        """The feature extractor alone."""
+        return self.features(images, train)
+
+    def classify(self, features: jax.Array, train: bool = True) -> jax.Array:
+        """The label classifier on given features."""
+        return self.classifier(features, train)
+
+    def discriminate(self, features: jax.Array, train: bool = True) -> jax.Array:
+        """The domain classifier on given features (no reversal layer)."""
+        return self.domain_classifier(features, train)
+
     def initialize_all(self, images: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         """Touches every submodule (used by ``init``)."""
         return self.adversarial(images, images.shape[0], 0.0, train=False)

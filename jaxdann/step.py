@@ -106,6 +106,7 @@ def make_train_step(
     adversarial = model.domain_classifier is not None
     domain_weight = float(config.domain_loss_weight)
     flip, crop = bool(config.data.random_flip), bool(config.data.random_crop)
+    inverted = adversarial and config.grl.objective == "inverted_labels"
 
     def prepare(images, rng):
         if flip or crop:
@@ -129,16 +130,27 @@ def make_train_step(
             target_images = prepare(batch["target_images"], target_rng)
             images = jnp.concatenate([images, target_images])
 
-        def loss_fn(params):
-            class_logits, domain_logits = model.apply(
-                {"params": params},
-                images,
-                num_source,
-                coefficient,
-                train=True,
-                method=DANN.adversarial,
-                rngs={"dropout": dropout_rng},
+        def apply(params, method, *args):
+            return model.apply(
+                {"params": params}, *args, train=True, method=method, rngs={"dropout": dropout_rng}
             )
+
+        def loss_fn(params):
+            if inverted:
+                # The domain classifier learns from the true domain labels on frozen features; the
+                # features learn, through a frozen domain classifier, to make it predict the
+                # other domain. Same dropout key: both passes see the same masks.
+                features = apply(params, DANN.extract, images)
+                class_logits = apply(params, DANN.classify, features[:num_source])
+                domain_logits = apply(params, DANN.discriminate, jax.lax.stop_gradient(features))
+                frozen = params | {
+                    "domain_classifier": jax.lax.stop_gradient(params["domain_classifier"])
+                }
+                fooled_logits = apply(frozen, DANN.discriminate, features)
+            else:
+                class_logits, domain_logits = apply(
+                    params, DANN.adversarial, images, num_source, coefficient
+                )
             labels = batch["source_labels"]
             class_losses = optax.softmax_cross_entropy_with_integer_labels(class_logits, labels)
             class_loss = _masked_mean(class_losses, source_mask)
@@ -160,6 +172,13 @@ def make_train_step(
                 loss_source = _masked_mean(domain_losses[source_part], source_mask)
                 loss_target = _masked_mean(domain_losses[target_part], target_mask)
                 loss = loss + domain_weight * (loss_source + loss_target)
+                if inverted:
+                    swapped = optax.softmax_cross_entropy_with_integer_labels(
+                        fooled_logits, 1 - domain_labels
+                    )
+                    fooling_loss = _masked_mean(swapped[source_part], source_mask)
+                    fooling_loss += _masked_mean(swapped[target_part], target_mask)
+                    loss = loss + domain_weight * coefficient * fooling_loss
                 outputs |= {
                     "domain_loss_source": jnp.sum(domain_losses[source_part] * source_mask),
                     "domain_correct_source": jnp.sum(domain_hits[source_part] * source_mask),

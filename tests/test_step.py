@@ -111,6 +111,45 @@ def test_fused_gradients_equal_the_three_separate_passes(arch, size):
     assert float(metrics["grl_coefficient"]) == pytest.approx(0.3)
 
 
+def test_inverted_labels_train_features_on_swapped_domains_and_the_head_on_true_ones():
+    model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
+    params = _init(model, 28)
+    batch = _batch(28)
+    config = _config(0.3)
+    config.grl.objective = "inverted_labels"
+    new_state, _ = _one_step(model, params, batch, config, optax.sgd(1.0))
+    fused = jax.tree.map(lambda old, new: old - new, params, new_state.params)
+
+    images = jnp.concatenate(
+        [normalize(batch["source_images"], MEAN, STD), normalize(batch["target_images"], MEAN, STD)]
+    )
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels
+    domains = jnp.array([0, 0, 0, 0, 1, 1, 1, 1])
+
+    def domain_loss(p, labels):
+        logits = model.apply(
+            {"params": p}, images, method=lambda m, x: m.domain_classifier(m.features(x))
+        )
+        per_row = cross_entropy(logits, labels)
+        return per_row[:4].mean() + per_row[4:].mean()
+
+    def class_loss(p):
+        logits = model.apply({"params": p}, normalize(batch["source_images"], MEAN, STD))
+        return cross_entropy(logits, batch["source_labels"]).mean()
+
+    true_grads = jax.grad(domain_loss)(params, domains)
+    swapped_grads = jax.grad(domain_loss)(params, 1 - domains)
+    class_grads = jax.grad(class_loss)(params)
+    # The domain head learns the true domains only; the features learn the class loss plus 0.3 x
+    # the swapped-domain loss (never the true-domain loss, which is what reversal would use).
+    _assert_trees_close(fused["domain_classifier"], true_grads["domain_classifier"], 1e-4)
+    expected_features = jax.tree.map(
+        lambda c, s: c + 0.3 * s, class_grads["features"], swapped_grads["features"]
+    )
+    _assert_trees_close(fused["features"], expected_features, 1e-4)
+    _assert_trees_close(fused["classifier"], class_grads["classifier"], 1e-4)
+
+
 def test_source_only_step_has_no_domain_branch():
     model = build_model("small_cnn", 7, adversarial=False)
     params = _init(model, 28)
