@@ -23,7 +23,7 @@ step)
   ( time python3 -m jaxdann.train --workdir /tmp/demo_gpu ) 2>&1 | tail -5 | tee "$out/demo.txt"
   python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 20 --warmup 3 --compare-torch 2>&1 | tail -3 | tee "$out/step_f32.txt"
   for batch in 256 512; do
-    python3 benchmarks/train_step.py --batch-size $batch --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 2>&1 | tail -1 | tee "$out/step_bf16_b$batch.txt"
+    python3 benchmarks/train_step.py --batch-size $batch --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 --breakdown 2>&1 | tail -2 | tee "$out/step_bf16_b$batch.txt"
   done
   ;;
 seed)

@@ -1,7 +1,7 @@
 """Times jaxdann's fused DANN step (B source + B target images per step) after compilation.
 
     python benchmarks/train_step.py --batch-size 32 --image-size 224 --steps 10 [--dtype bfloat16]
-        [--compare-torch]
+        [--compare-torch] [--breakdown] [--profile DIR]
 
 With ``--compare-torch`` it also times a PyTorch eager implementation of the seed's step on the
 same device, batch and size: three forward/backward passes (class loss on source, domain loss on
@@ -76,7 +76,14 @@ def _peak(dtype: str) -> float | None:
     return None
 
 
-def time_jax(batch_size: int, image_size: int, steps: int, warmup: int, dtype: str) -> dict:
+def time_jax(
+    batch_size: int,
+    image_size: int,
+    steps: int,
+    warmup: int,
+    dtype: str,
+    profile_dir: str | None = None,
+) -> dict:
     config = config_lib.base_config()
     model = build_model(
         "alexnet",
@@ -136,6 +143,11 @@ def time_jax(batch_size: int, image_size: int, steps: int, warmup: int, dtype: s
         state, metrics = compiled(state, batch, key)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - started)
+    if profile_dir:  # for TensorBoard's profile plugin or Perfetto
+        with jax.profiler.trace(profile_dir):
+            for _ in range(3):
+                state, metrics = compiled(state, batch, key)
+            jax.block_until_ready(state)
     median = float(np.median(times))
     result = {
         "framework": "jax",
@@ -153,6 +165,87 @@ def time_jax(batch_size: int, image_size: int, steps: int, warmup: int, dtype: s
         result["peak_tflops"] = peak
         result["mfu"] = flops / median / 1e12 / peak
     return result
+
+
+def _median_seconds(function, *args, steps: int) -> float:
+    jax.block_until_ready(function(*args))  # compile and warm up
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        jax.block_until_ready(function(*args))
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def breakdown(batch_size: int, image_size: int, steps: int, dtype: str) -> dict:
+    """Seconds of the step's parts, each jitted alone (median of ``steps``): the feature stack's
+    forward and forward + backward over 2B images, both heads' forward + backward on fixed
+    features, and the SGD update over all parameters. They overlap less than the fused step."""
+    import optax
+
+    from jaxdann.grl import reverse_gradient
+
+    model = build_model(
+        "alexnet", 7, adversarial=True, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    )
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.standard_normal((2 * batch_size, image_size, image_size, 3)))
+    images = images.astype(jnp.float32)
+    init = jax.jit(lambda key: model.init(key, images[:1], method=DANN.initialize_all)["params"])
+    params = init(jax.random.PRNGKey(0))
+    labels = jnp.zeros(batch_size, jnp.int32)
+    domains = jnp.concatenate([labels, jnp.ones(batch_size, jnp.int32)])
+    dropout = jax.random.PRNGKey(1)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels
+
+    def extract(p, x):
+        return model.apply({"params": p}, x, method=DANN.extract)
+
+    def feature_loss(features_params, x):
+        return jnp.sum(extract({"features": features_params}, x).astype(jnp.float32) ** 2)
+
+    def heads_loss(p, features):
+        rngs = {"dropout": dropout}
+        class_logits = model.apply(
+            {"params": p}, features[:batch_size], method=DANN.classify, rngs=rngs
+        )
+        domain_logits = model.apply(
+            {"params": p}, reverse_gradient(features, 0.1), method=DANN.discriminate, rngs=rngs
+        )
+        return (
+            cross_entropy(class_logits, labels).mean()
+            + cross_entropy(domain_logits, domains).mean()
+        )
+
+    optimizer = make_optimizer("sgd", 1e-3, momentum=0.9, weight_decay=5e-5, steps_per_epoch=100)
+    opt_state = optimizer.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+
+    def update(p, state, g):
+        updates, state = optimizer.update(g, state, p)
+        return optax.apply_updates(p, updates), state
+
+    # The update runs donated, as in the fused step: each call consumes the previous outputs.
+    donated_update = jax.jit(update, donate_argnums=(0, 1))
+    updated = jax.tree.map(jnp.copy, (params, opt_state))
+    update_times = []
+    for index in range(steps + 1):
+        started = time.perf_counter()
+        updated = jax.block_until_ready(donated_update(*updated, grads))
+        if index:  # the first call compiles
+            update_times.append(time.perf_counter() - started)
+
+    features = jax.jit(extract)(params, images)
+    return {
+        "features_forward_s": _median_seconds(jax.jit(extract), params, images, steps=steps),
+        "features_forward_backward_s": _median_seconds(
+            jax.jit(jax.grad(feature_loss)), params["features"], images, steps=steps
+        ),
+        "heads_forward_backward_s": _median_seconds(
+            jax.jit(jax.grad(heads_loss)), params, features, steps=steps
+        ),
+        "sgd_update_s": float(np.median(update_times)),
+    }
 
 
 def time_torch(batch_size: int, image_size: int, steps: int, warmup: int) -> dict:
@@ -225,6 +318,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--compare-torch", action="store_true")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the step's parts, each jitted alone"
+    )
+    parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of 3 steps")
     args = parser.parse_args(argv)
     device = jax.devices()[0]
     result = {
@@ -236,9 +333,15 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "jax_version": jax.__version__,
     }
-    jax_result = time_jax(args.batch_size, args.image_size, args.steps, args.warmup, args.dtype)
+    jax_result = time_jax(
+        args.batch_size, args.image_size, args.steps, args.warmup, args.dtype, args.profile
+    )
     print("jax  :", json.dumps(jax_result), flush=True)
     result |= {"dtype": args.dtype, **{k: v for k, v in jax_result.items() if k != "framework"}}
+    if args.breakdown:
+        parts = breakdown(args.batch_size, args.image_size, args.steps, args.dtype)
+        print("parts:", json.dumps(parts), flush=True)
+        result["breakdown"] = parts
     if args.compare_torch:
         torch_result = time_torch(args.batch_size, args.image_size, args.steps, args.warmup)
         print("torch:", json.dumps(torch_result), flush=True)
