@@ -24,7 +24,9 @@ import sys
 # Each round's candidates, fixed before any of its runs. Round 6 tried augmentation, reversal
 # strength and domain-head width; round 7 training length (the source loss reaches ~0 by epoch 30
 # while the reversal ramp is still rising); round 8 the adversarial objective (on the development
-# domain the domain classifier wins, domain loss 0.03, where reversal's gradient vanishes).
+# domain the domain classifier wins, domain loss 0.03, where reversal's gradient vanishes); round 9
+# the start (failed runs sit at class loss 2.30 with dead features: the adversarial term grows
+# before the classifier has learned anything), with a slower ramp and a faster optimizer.
 ROUNDS = {
     "6": {
         "default": {},
@@ -46,6 +48,16 @@ ROUNDS = {
         "default": {},
         "inverted_labels": {"grl.objective": "inverted_labels"},
         "inverted_labels_0.3": {"grl.objective": "inverted_labels", "grl.coefficient": "0.3"},
+    },
+    "9": {
+        "default": {},
+        "gamma3": {"grl.gamma": "3"},
+        "adam": {"optimizer.name": "adam", "optimizer.learning_rate": "0.001"},
+        "adam_gamma3": {
+            "optimizer.name": "adam",
+            "optimizer.learning_rate": "0.001",
+            "grl.gamma": "3",
+        },
     },
 }
 # Keys source-only training never reads: its matched run drops them.
