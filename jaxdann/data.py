@@ -439,7 +439,7 @@ def load_domain(
         cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
         key = image_cache.cache_key(root, domain, split, resize, crop, paths, labels, class_names)
         prefix = image_cache.cache_prefix(domain, split, resize, crop)
-        if count > 1:  # shards have prefixes of their own: no host drops another's entry
+        if count > 1:  # shards have entries of their own: no load drops another shard's
             prefix += f"shard{index}of{count}-"
         stem = os.path.join(cache_dir, prefix + key[:20])
         cached = image_cache.read_cache(stem, key)

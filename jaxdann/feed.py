@@ -13,6 +13,8 @@ loop has one code path for one device, many devices and many hosts.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator
 
 import jax
@@ -21,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from jaxdann import input_pipeline, parallel
 
-__all__ = ["DevicePools", "HostShards", "make_feed"]
+__all__ = ["DevicePools", "HostShards", "check_process_count", "load_shard", "make_feed"]
 
 Evaluation = tuple[float, np.ndarray, np.ndarray]  # accuracy, labels, predictions
 _EVAL_SPLITS = {"target": "target_eval", "validation": "validation"}  # evaluate(name) -> split
@@ -140,10 +142,12 @@ class DevicePools:
 class HostShards:
     """This process's shard in host memory; each process supplies its rows of every batch.
 
-    The global batch of ``batch_size`` rows is split over the P processes (the first
-    ``batch_size % P`` take one more row), each part drawn from the process's own shard by
+    The global batch of ``batch_size`` rows is split over the P processes (``batch_size % P``
+    extra rows rotate over them step by step), each part drawn from the process's own shard by
     :func:`jaxdann.input_pipeline.shard_stream_indices` and padded to a multiple of the local
-    device count. Data order therefore depends on the process count, never on restarts.
+    device count. Data order therefore depends on the process count, never on restarts. Every
+    step is a full global batch, so an epoch is ``ceil(N / batch_size)`` batches
+    (``floor`` with ``data.drop_last``), not exactly one pass over each shard.
     """
 
     def __init__(self, data: input_pipeline.ExperimentData, config, mesh, eval_step: Callable):
@@ -168,9 +172,7 @@ class HostShards:
                 f"{self.processes} processes, so some shard is empty; turn data.shard_per_host off."
             )
         self.source_count = sum(self.rows_per_process["source"])
-        batch_size = int(config.batch_size)
-        self.rows = batch_size // self.processes + (self.process < batch_size % self.processes)
-        self.padded = _round_up(-(-batch_size // self.processes), self.local_devices)
+        self.padded = _round_up(-(-int(config.batch_size) // self.processes), self.local_devices)
         self._evaluate = jax.jit(_with_labels(eval_step), out_shardings=parallel.replicated(mesh))
 
     def _put(self, local: np.ndarray) -> jax.Array:
@@ -180,7 +182,8 @@ class HostShards:
     def _rows(self, stream: str, split, global_step: int) -> tuple[np.ndarray, np.ndarray]:
         return input_pipeline.shard_stream_indices(
             len(split),
-            self.rows,
+            int(self.config.batch_size),
+            self.processes,
             int(self.config.seed),
             stream,
             self.process,
@@ -219,6 +222,49 @@ class HostShards:
             local = (split.images[rows], split.labels[rows], mask)
             outputs.append(self._evaluate(params, *map(self._put, local)))
         return _collect(outputs, count)
+
+
+def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:
+    """This process's data; with several shards, a failure on any process stops every process.
+
+    Each process checks only its own files, so one bad image would otherwise stop one process
+    and leave the others waiting in the first collective until the distributed timeout.
+    """
+    if shard[1] == 1:
+        return input_pipeline.load_experiment_data(config)
+    try:
+        data, failure = input_pipeline.load_experiment_data(config, shard=shard), ""
+    except Exception as error:  # reported on every process below
+        data, failure = None, f"{type(error).__name__}: {error}"
+    failed = np.asarray(multihost_utils.process_allgather(np.int32(bool(failure)))).reshape(-1)
+    if failure:
+        raise ValueError(f"process {shard[0]} could not load its data shard: {failure}")
+    if failed.any():
+        processes = ", ".join(str(i) for i in np.flatnonzero(failed))
+        raise ValueError(
+            f"process(es) {processes} could not load their data shard (see their output); "
+            "fix the data and rerun."
+        )
+    return data
+
+
+def check_process_count(workdir: str, *, resuming: bool) -> None:
+    """Shard-mode data order depends on the process count: a run resumes only with the same.
+
+    A new run records its count in ``workdir/shards.json``; a resumed run must match it.
+    """
+    path = os.path.join(workdir, "shards.json")
+    if resuming and os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)["process_count"]
+        if recorded != jax.process_count():
+            raise ValueError(
+                f"{workdir} was trained with data.shard_per_host on {recorded} processes; resume "
+                f"it on {recorded} (not {jax.process_count()}) or choose a new --workdir."
+            )
+    elif jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump({"process_count": jax.process_count()}, f)
 
 
 def make_feed(data, config, mesh, eval_step: Callable) -> DevicePools | HostShards:

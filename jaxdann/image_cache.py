@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -109,7 +110,11 @@ def write_cache(
     # Entries for the same root, domain, split and sizes but older file contents are stale.
     for name in os.listdir(cache_dir):
         old_stem = os.path.join(cache_dir, name[: -len(".json")])
-        if not name.startswith(prefix) or not name.endswith(".json") or old_stem == stem:
+        # Exactly prefix + key: a longer prefix (a shard's) names another kind of entry.
+        key_part = name[len(prefix) : -len(".json")]
+        if not (name.startswith(prefix) and name.endswith(".json")) or old_stem == stem:
+            continue
+        if not re.fullmatch(r"[0-9a-f]+", key_part):
             continue
         try:
             with open(os.path.join(cache_dir, name), encoding="utf-8") as handle:

@@ -214,22 +214,21 @@ def source_batch_indices(
 
 
 def _stream(
-    count: int, batch_size: int, key: list[int], global_step: int, padded_size: int
+    count: int, start: int, size: int, key: list[int], padded_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions [step*B, (step+1)*B) of an endless stream of permutations of ``count`` rows
+    """Positions [start, start + size) of an endless stream of permutations of ``count`` rows
     (one per pass, seeded by ``key + [pass]``), padded to ``padded_size`` (mask 0)."""
-    start = global_step * batch_size
-    positions = np.arange(start, start + batch_size)
+    positions = np.arange(start, start + size)
     cycles = positions // count
-    indices = np.empty(batch_size, np.int64)
+    indices = np.empty(size, np.int64)
     for cycle in np.unique(cycles):
         order = np.random.default_rng([*key, int(cycle)]).permutation(count)
         selected = cycles == cycle
         indices[selected] = order[positions[selected] % count]
     mask = np.zeros(padded_size, np.float32)
-    mask[:batch_size] = 1.0
+    mask[:size] = 1.0
     padded = np.zeros(padded_size, np.int32)
-    padded[:batch_size] = indices
+    padded[:size] = indices
     return padded, mask
 
 
@@ -239,12 +238,14 @@ def target_batch_indices(
     """Target rows for a global step: positions [step*B, (step+1)*B) of an endless stream of
     permutations (one per pass over the target set), independent of the source epochs."""
     padded_size = _round_up(batch_size, multiple)
-    return _stream(num_target, batch_size, [seed, _TARGET_STREAM], global_step, padded_size)
+    key = [seed, _TARGET_STREAM]
+    return _stream(num_target, global_step * batch_size, batch_size, key, padded_size)
 
 
 def shard_stream_indices(
     count: int,
     batch_size: int,
+    processes: int,
     seed: int,
     stream: str,
     process: int,
@@ -252,6 +253,20 @@ def shard_stream_indices(
     padded_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One process's rows of its own shard (``count`` rows) for a global step, ``stream``
-    "source" or "target": an endless stream of permutations keyed by (seed, process)."""
+    "source" or "target": an endless stream of permutations keyed by (seed, process).
+
+    Each process supplies ``batch_size // processes`` rows of the global batch; the
+    ``batch_size % processes`` extra rows rotate over the processes step by step, so every
+    process supplies the same number of rows over any ``processes`` consecutive steps.
+    """
+    base, extra = divmod(batch_size, processes)
+
+    def takes_extra(step: int) -> bool:
+        return (process - step) % processes < extra
+
+    cycles, rest = divmod(global_step, processes)
+    start = global_step * base + cycles * extra
+    start += sum(takes_extra(step) for step in range(global_step - rest, global_step))
+    size = base + takes_extra(global_step)
     key = [seed, {"source": _SOURCE_STREAM, "target": _TARGET_STREAM}[stream], 1000 + process]
-    return _stream(count, batch_size, key, global_step, padded_size)
+    return _stream(count, start, size, key, padded_size)

@@ -258,7 +258,8 @@ def load_domains_tfds(
             path = record["path"]
             paths.append(path.decode() if isinstance(path, bytes) else str(path))
         where = f"TFDS dataset {name!r} in {os.fspath(source.dataset_info.data_dir)!r}"
-        _check_same_files(root, domain, paths, class_names, on_bad, where, partial=shard[1] > 1)
+        stored_count = len(source) if shard[1] > 1 else None
+        _check_same_files(root, domain, paths, class_names, on_bad, where, stored_count)
         domains[domain] = pacs.Domain(domain, images, labels, class_names, tuple(paths))
     return domains
 
@@ -270,18 +271,23 @@ def _check_same_files(
     class_names: tuple[str, ...],
     on_bad: str,
     where: str,
-    partial: bool = False,
+    stored_count: int | None = None,
 ) -> None:
     """Raise when the prepared split does not match the files under ``root`` now.
 
-    ``partial``: ``stored`` is one shard of the split, so it need only be a subset.
+    ``stored_count``: ``stored`` is one shard of a split of that many records; it must be a subset
+    of the files, and the whole split as many as the files (unless ``on_bad="skip"``).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # non-image files were reported when it was built
         listed, _, listed_classes = pacs.list_domain(root, domain, on_bad=on_bad)
     stored_set, listed_set = set(stored), set(listed)
     # With on_bad="skip" the dataset may lack the undecodable images, nothing else.
-    same = stored_set == listed_set or ((on_bad == "skip" or partial) and stored_set <= listed_set)
+    if stored_count is not None:
+        complete = on_bad == "skip" or stored_count == len(listed_set)
+        same = complete and stored_set <= listed_set
+    else:
+        same = stored_set == listed_set or (on_bad == "skip" and stored_set <= listed_set)
     if same and listed_classes == class_names:
         return
     different = sorted(stored_set ^ listed_set)

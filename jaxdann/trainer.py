@@ -156,13 +156,9 @@ def _prepare_workdir(config, workdir: str) -> None:
         with open(path) as f:
             previous = config_lib.flatten(json.load(f))
         current = config_lib.flatten(resolved)
-        # A key added to jaxdann after the run started counts as its default value.
-        defaults = config_lib.flatten(config_lib.base_config())
-        previous = {key: value for key, value in defaults.items() if key in current} | previous
+        # Keys added to jaxdann after the run started are not compared: it never had them.
         differing = sorted(
-            key
-            for key in set(previous) | set(current)
-            if key != "epochs" and previous.get(key) != current.get(key)
+            key for key in previous if key != "epochs" and previous[key] != current.get(key)
         )
         if differing:
             raise config_lib.ConfigError(
@@ -214,16 +210,16 @@ def train_and_evaluate(
     mesh = parallel.make_mesh(config.parallel.num_devices)
     is_main = jax.process_index() == 0
     pretrained = read_pretrained(config)
-    _prepare_workdir(config, workdir)
-
     shard = (jax.process_index(), jax.process_count()) if config.data.shard_per_host else (0, 1)
-    if data is None:
-        data = input_pipeline.load_experiment_data(config, shard=shard)
-    elif shard[1] > 1:
+    if data is not None and shard[1] > 1:
         raise ValueError(
             "data.shard_per_host with several processes needs train_and_evaluate to load the "
             "data itself (pass no data=)."
         )
+    _prepare_workdir(config, workdir)
+
+    if data is None:
+        data = feeds.load_shard(config, shard)
     model = build_from_config(config, len(data.class_names))
     feed = feeds.make_feed(data, config, mesh, make_eval_step(model, mean=data.mean, std=data.std))
     batch_size, epochs = int(config.batch_size), int(config.epochs)
@@ -267,6 +263,8 @@ def train_and_evaluate(
         options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
     )
     start_epoch = manager.latest_step() or 0
+    if config.data.shard_per_host:
+        feeds.check_process_count(workdir, resuming=start_epoch > 0)
     if start_epoch:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = manager.restore(start_epoch, args=ocp.args.StandardRestore(abstract))

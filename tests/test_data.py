@@ -409,6 +409,9 @@ def test_shards_partition_a_domain_and_cache_separately(tree, tmp_path):
     assert len([name for name in os.listdir(cache) if name.endswith(".json")]) == 2
     again = data.load_domain(tree, "b", cache_dir=cache, workers=1, progress=False, shard=(0, 2))
     np.testing.assert_array_equal(again.images, shards[0].images)
+    # Nor does the whole domain's entry drop the shards' (its prefix begins theirs).
+    data.load_domain(tree, "b", cache_dir=cache, workers=1, progress=False)
+    assert len([name for name in os.listdir(cache) if name.endswith(".json")]) == 3
     with pytest.raises(ValueError, match="shard"):
         data.load_domain(tree, "b", cache_dir=False, progress=False, shard=(2, 2))
 

@@ -56,23 +56,32 @@ def test_target_cycles_through_every_image_independently_of_source_epochs():
 
 
 def test_each_process_streams_through_its_own_shard():
-    # Process 1 of 2 holds 11 rows and supplies 5 rows (padded to 6) of every global batch.
-    rows = [
-        shard_stream_indices(
-            11, 5, seed=0, stream="source", process=1, global_step=s, padded_size=6
+    def rows(step, process=1, processes=2, stream="source", batch=10):
+        return shard_stream_indices(
+            11,
+            batch,
+            processes,
+            seed=0,
+            stream=stream,
+            process=process,
+            global_step=step,
+            padded_size=6,
         )
-        for s in range(5)
-    ]
-    assert all(indices.shape == (6,) and mask.tolist() == [1] * 5 + [0] for indices, mask in rows)
-    stream = np.concatenate([indices[:5] for indices, _ in rows])
+
+    # Process 1 of 2 holds 11 rows and supplies 5 of every 10-row global batch (padded to 6).
+    steps = [rows(step) for step in range(5)]
+    assert all(idx.shape == (6,) and mask.tolist() == [1] * 5 + [0] for idx, mask in steps)
+    stream = np.concatenate([idx[:5] for idx, _ in steps])
     assert sorted(stream[:11]) == list(range(11)) and sorted(stream[11:22]) == list(range(11))
-    other = shard_stream_indices(
-        11, 5, seed=0, stream="source", process=0, global_step=0, padded_size=6
-    )
-    target = shard_stream_indices(
-        11, 5, seed=0, stream="target", process=1, global_step=0, padded_size=6
-    )
-    assert not np.array_equal(other[0], rows[0][0]) and not np.array_equal(target[0], rows[0][0])
+    # A step's rows depend on (seed, process, step) only.
+    np.testing.assert_array_equal(rows(3)[0], steps[3][0])
+    assert not np.array_equal(rows(0, process=0)[0], steps[0][0])
+    assert not np.array_equal(rows(0, stream="target")[0], steps[0][0])
+    # 5 rows over 2 processes: the extra row alternates, and the stream stays contiguous.
+    odd = [[rows(step, process=p, batch=5) for step in range(4)] for p in range(2)]
+    assert [[int(mask.sum()) for _, mask in part] for part in odd] == [[3, 2, 3, 2], [2, 3, 2, 3]]
+    joined = np.concatenate([idx[: int(mask.sum())] for idx, mask in odd[1]])
+    np.testing.assert_array_equal(joined[:10], np.concatenate([idx[:5] for idx, _ in steps])[:10])
 
 
 def test_shards_of_the_demo_partition_every_split():

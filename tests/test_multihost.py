@@ -33,7 +33,7 @@ def _rows(workdir):
         return [json.loads(line) for line in f]
 
 
-def _run_two_processes(workdir, overrides):
+def _run_two_processes(workdir, overrides, *, expect_success=True, timeout=300):
     """``python -m jaxdann.train`` as 2 processes x 2 CPU devices; returns their outputs."""
     port = _free_port()
     processes = []
@@ -53,13 +53,13 @@ def _run_two_processes(workdir, overrides):
     outputs = []
     for process in processes:
         try:
-            out, _ = process.communicate(timeout=300)
+            out, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for p in processes:
                 p.kill()
-            pytest.fail("the two-process run did not finish in 300 s")
+            pytest.fail(f"the two-process run did not finish in {timeout} s")
         outputs.append(out.decode())
-        assert process.returncode == 0, out.decode()[-3000:]
+        assert (process.returncode == 0) == expect_success, out.decode()[-3000:]
     return outputs
 
 
@@ -102,3 +102,40 @@ def test_each_host_loads_and_reads_only_its_own_shard(tmp_path):
     assert all(np.isfinite(row[key]) for row in rows for key in KEYS)
     # One checkpoint per epoch, written once for both processes.
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
+def test_a_bad_image_in_one_shard_stops_every_process(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "pacs"
+    for domain in ("photo", "art_painting"):
+        for label in ("cat", "dog"):
+            folder = root / domain / label
+            folder.mkdir(parents=True)
+            for index in range(3):
+                Image.new("RGB", (40, 36), (40 * index, 90, 20)).save(folder / f"{index}.png")
+    # Listing order is class, then file: photo/cat/1.png is row 1, in process 1's shard.
+    (root / "photo" / "cat" / "1.png").write_bytes(b"not a png")
+    overrides = [
+        "--config.data.shard_per_host=true",
+        "--config.data.name=pacs",
+        "--config.data.source=photo",
+        "--config.data.target=art_painting",
+        f"--config.data.root={root}",
+        f"--config.data.cache_dir={tmp_path / 'cache'}",
+        "--config.data.validation=",
+        "--config.data.resize=32",
+        "--config.data.crop=28",
+        "--config.model.arch=small_cnn",
+        "--config.model.pretrained=none",
+        "--config.model.domain_hidden=100",
+        "--config.model.domain_init_from_classifier=false",
+        "--config.epochs=1",
+        "--config.batch_size=4",
+    ]
+    # Without the shared verdict, process 0 would wait for process 1 until the timeout.
+    outputs = _run_two_processes(str(tmp_path / "run"), overrides, expect_success=False, timeout=90)
+    assert "process 1 could not load its data shard" in outputs[1]
+    assert "1.png" in outputs[1]
+    assert "process(es) 1 could not load their data shard" in outputs[0]

@@ -178,6 +178,11 @@ def test_dataset_built_from_other_files_is_reported(tmp_path):
     Image.new("RGB", (40, 40)).save(root / "photo" / "house" / "new.png")
     with pytest.raises(pacs.DataError, match=r"other files .*photo/house/new\.png.*delete"):
         tfds_pacs.load_domains_tfds(root, ["photo"], resize=RESIZE, crop=CROP, data_dir=data_dir)
+    # A shard alone is a subset of the files either way: the record count still tells.
+    with pytest.raises(pacs.DataError, match=r"other files"):
+        tfds_pacs.load_domains_tfds(
+            root, ["photo"], resize=RESIZE, crop=CROP, data_dir=data_dir, shard=(0, 2)
+        )
 
 
 def test_missing_tensorflow_datasets_names_the_extra(monkeypatch):

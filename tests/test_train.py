@@ -231,6 +231,19 @@ def test_host_shards_are_independent_of_device_count_and_resume_exactly(tmp_path
         assert np.sum(json.load(f)["confusion_matrix"]) == 40  # every target test image
 
 
+def test_a_sharded_run_resumes_only_on_as_many_processes(tmp_path):
+    from jaxdann import feed
+
+    workdir = str(tmp_path)
+    feed.check_process_count(workdir, resuming=False)
+    with open(tmp_path / "shards.json") as f:
+        assert json.load(f) == {"process_count": 1}
+    feed.check_process_count(workdir, resuming=True)  # same count: fine
+    (tmp_path / "shards.json").write_text('{"process_count": 2}')
+    with pytest.raises(ValueError, match="on 2 processes; resume it on 2"):
+        feed.check_process_count(workdir, resuming=True)
+
+
 def test_bfloat16_reaches_float32_accuracy_on_the_demo(tmp_path):
     common = {
         "epochs": 12,
