@@ -26,7 +26,8 @@ import sys
 # while the reversal ramp is still rising); round 8 the adversarial objective (on the development
 # domain the domain classifier wins, domain loss 0.03, where reversal's gradient vanishes); round 9
 # the start (failed runs sit at class loss 2.30 with dead features: the adversarial term grows
-# before the classifier has learned anything), with a slower ramp and a faster optimizer.
+# before the classifier has learned anything), with a slower ramp and a faster optimizer; round 10
+# a warm-up of 20 source-only epochs for the features before the ramp starts.
 ROUNDS = {
     "6": {
         "default": {},
@@ -57,6 +58,14 @@ ROUNDS = {
             "optimizer.name": "adam",
             "optimizer.learning_rate": "0.001",
             "grl.gamma": "3",
+        },
+    },
+    "10": {
+        "default": {},
+        "warmup20": {"grl.warmup_epochs": "20"},
+        "warmup20_inverted_labels": {
+            "grl.warmup_epochs": "20",
+            "grl.objective": "inverted_labels",
         },
     },
 }

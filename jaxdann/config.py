@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.grl.schedule = "constant"  # "constant" | "dann" (2/(1+exp(-gamma p)) - 1)
     config.grl.coefficient = 0.1  # the constant, or the schedule's maximum
     config.grl.gamma = 10.0
+    config.grl.warmup_epochs = 0  # coefficient 0 for these epochs; the ramp runs over the rest
     # How the features are trained against the domain classifier: "reverse" (the seed's and the
     # paper's gradient reversal: maximise its loss) or "inverted_labels" (minimise its loss on
     # swapped domain labels, which keeps a useful gradient when it is confident; Tzeng et al. 2017).
@@ -234,6 +235,8 @@ def validate(config) -> None:
             raise ConfigError(f"config key {key}={flat[key]!r} must be positive.")
     if flat["data.crop"] > flat["data.resize"]:
         raise ConfigError("config key data.crop must not exceed data.resize.")
+    if not 0 <= flat["grl.warmup_epochs"] < flat["epochs"]:
+        raise ConfigError("config key grl.warmup_epochs must be at least 0 and below epochs.")
 
 
 def parse_command_line(

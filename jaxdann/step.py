@@ -45,13 +45,26 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def grl_coefficient(
-    step: jax.Array, *, schedule: str, maximum: float, gamma: float, total_steps: int
+    step: jax.Array,
+    *,
+    schedule: str,
+    maximum: float,
+    gamma: float,
+    total_steps: int,
+    warmup_steps: int = 0,
 ) -> jax.Array:
-    """The reversal coefficient at ``step``: a constant, or the DANN ramp times ``maximum``."""
+    """The reversal coefficient at ``step``: a constant, or the DANN ramp times ``maximum``.
+
+    For the first ``warmup_steps`` it is 0 (the domain classifier learns, the features do not
+    hear from it); the ramp's progress then runs over the remaining steps.
+    """
+    step = jnp.asarray(step)
     if schedule == "constant":
-        return jnp.asarray(maximum, jnp.float32)
-    progress = step.astype(jnp.float32) / max(total_steps, 1)
-    return maximum * dann_schedule(progress, gamma)
+        value = jnp.asarray(maximum, jnp.float32)
+    else:
+        progress = (step - warmup_steps).astype(jnp.float32) / max(total_steps - warmup_steps, 1)
+        value = maximum * dann_schedule(progress, gamma)
+    return jnp.where(step < warmup_steps, 0.0, value).astype(jnp.float32)
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
@@ -93,6 +106,7 @@ def make_train_step(
     mean,
     std,
     total_steps: int,
+    warmup_steps: int = 0,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Builds ``train_step(state, batch, rng) -> (state, metrics)`` (not yet jitted).
 
@@ -124,6 +138,7 @@ def make_train_step(
             maximum=float(config.grl.coefficient),
             gamma=float(config.grl.gamma),
             total_steps=total_steps,
+            warmup_steps=warmup_steps,
         )
         images = prepare(batch["source_images"], source_rng)
         if adversarial:

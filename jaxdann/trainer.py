@@ -281,6 +281,7 @@ def train_and_evaluate(
         mean=data.mean,
         std=data.std,
         total_steps=total_steps,
+        warmup_steps=int(config.grl.warmup_epochs) * steps_per_epoch,
     )
     train_step = jax.jit(step_fn, donate_argnums=0)
 

@@ -186,6 +186,20 @@ def test_schedule_is_computed_inside_the_step():
     )
     assert float(constant) == pytest.approx(0.1)
 
+    # A warm-up of 20 steps: 0 until step 20, then the ramp over the remaining 80 steps.
+    def warm(step, schedule="dann"):
+        return grl_coefficient(
+            step, schedule=schedule, maximum=0.5, gamma=10.0, total_steps=100, warmup_steps=20
+        )
+
+    steps = jnp.asarray([0, 19, 20, 60, 100])
+    values = jax.jit(jax.vmap(warm))(steps)
+    progress = np.clip((np.asarray(steps) - 20) / 80, 0, 1)
+    expected = np.where(np.asarray(steps) < 20, 0.0, 0.5 * (2 / (1 + np.exp(-10 * progress)) - 1))
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-7)
+    assert float(warm(jnp.int32(19), "constant")) == 0.0
+    assert float(warm(jnp.int32(20), "constant")) == pytest.approx(0.5)
+
 
 def _torch_seed_dann(torch, torchvision):
     """The seed's model: AlexNet (7 classes) + a domain classifier initialised from it."""
