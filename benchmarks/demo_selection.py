@@ -27,7 +27,8 @@ import sys
 # domain the domain classifier wins, domain loss 0.03, where reversal's gradient vanishes); round 9
 # the start (failed runs sit at class loss 2.30 with dead features: the adversarial term grows
 # before the classifier has learned anything), with a slower ramp and a faster optimizer; round 10
-# a warm-up of 20 source-only epochs for the features before the ramp starts.
+# a warm-up of 20 source-only epochs for the features before the ramp starts; round 11 gradient
+# clipping (round 10 showed the collapse comes when the coefficient nears 1, whatever came before).
 ROUNDS = {
     "6": {
         "default": {},
@@ -67,6 +68,11 @@ ROUNDS = {
             "grl.warmup_epochs": "20",
             "grl.objective": "inverted_labels",
         },
+    },
+    "11": {
+        "default": {},
+        "clip1": {"optimizer.clip_norm": "1"},
+        "clip5": {"optimizer.clip_norm": "5"},
     },
 }
 # Keys source-only training never reads: its matched run drops them.

@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.schedule = "step"  # step (torch StepLR) | annealed (the DANN paper's)
     config.optimizer.step_size = 20  # epochs between learning-rate decays (torch StepLR)
     config.optimizer.gamma = 0.1
+    config.optimizer.clip_norm = 0.0  # > 0: rescale gradients to at most this global norm
 
     config.model = ml_collections.ConfigDict()
     config.model.arch = "alexnet"  # alexnet | small_cnn

@@ -96,10 +96,13 @@ def make_optimizer(
     gamma: float = 0.1,
     steps_per_epoch: int,
     schedule: optax.Schedule | None = None,
+    clip_norm: float = 0.0,
 ) -> optax.GradientTransformation:
     """The torch.optim optimizer `name` with coupled L2 weight decay and a per-epoch StepLR.
 
     `schedule`, if given, replaces the StepLR schedule (e.g. `annealed_learning_rate_schedule`).
+    `clip_norm` > 0 first rescales the gradients to at most that global norm (what
+    `torch.nn.utils.clip_grad_norm_` before `optimizer.step()` does, without its 1e-6 epsilon).
 
     Matches `torch.optim.SGD(lr, momentum, weight_decay)`, `Adam(lr, weight_decay)` or
     `RMSprop(lr, weight_decay)` (torch defaults otherwise) with
@@ -115,7 +118,10 @@ def make_optimizer(
         schedule = learning_rate_schedule(
             learning_rate, step_size=step_size, gamma=gamma, steps_per_epoch=steps_per_epoch
         )
+    _check_non_negative("clip_norm", clip_norm)
+    clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
     return optax.chain(
+        *clip,
         # torch adds weight_decay * param to the gradient before momentum / moments.
         optax.add_decayed_weights(weight_decay),
         _direction(key, momentum),

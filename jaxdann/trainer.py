@@ -242,6 +242,7 @@ def train_and_evaluate(
             momentum=opt.momentum,
             weight_decay=opt.weight_decay,
             schedule=schedule_for(learning_rate),
+            clip_norm=float(opt.clip_norm),
             **decay,
         )
 

@@ -194,3 +194,31 @@ def test_annealed_schedule_matches_torch_lambda_lr():
         optimizer.step()
         scheduler.step()
     assert float(jax.jit(schedule)(total)) == pytest.approx(0.01 / 11**0.75, rel=1e-6)
+
+
+def test_clip_norm_matches_torch_clip_grad_norm_then_sgd():
+    rng = np.random.default_rng(3)
+    params = _initial_params()
+    torch_params = [torch.nn.Parameter(torch.tensor(v)) for v in params.values()]
+    optimizer = torch.optim.SGD(torch_params, 0.1, momentum=0.9, weight_decay=5e-5)
+    transform = make_optimizer(
+        "sgd", 0.1, momentum=0.9, weight_decay=5e-5, steps_per_epoch=100, clip_norm=1.0
+    )
+    jax_params = {k: jnp.asarray(v) for k, v in params.items()}
+    state = transform.init(jax_params)
+    for scale in (10.0, 0.01, 50.0):  # clipped, untouched (norm < 1), clipped
+        grads = {
+            k: (scale * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()
+        }
+        for p, g in zip(torch_params, grads.values(), strict=True):
+            p.grad = torch.tensor(g)
+        torch.nn.utils.clip_grad_norm_(torch_params, 1.0)
+        optimizer.step()
+        updates, state = transform.update(
+            {k: jnp.asarray(g) for k, g in grads.items()}, state, jax_params
+        )
+        jax_params = optax.apply_updates(jax_params, updates)
+    torch_result = {k: p.detach().numpy() for k, p in zip(params, torch_params, strict=True)}
+    assert _max_abs_diff(jax_params, torch_result) < 1e-5
+    unclipped = make_optimizer("sgd", 0.1, steps_per_epoch=100)
+    assert len(unclipped.init(jax_params)) == 3  # clip_norm=0: no clipping stage at all
