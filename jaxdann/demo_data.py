@@ -108,9 +108,10 @@ def make_digits_splits(image_size: int = 28, target: str = "digits_textured") ->
     source_end, target_train_end = int(0.4 * n), int(0.7 * n)
     validation_start = int(0.8 * source_end)
     grey_rgb = np.repeat(images[..., None], 3, axis=-1)
-    textured = _textured(images[source_end:], rng)  # always drawn: keeps rng's stream fixed
     if target == "digits_noise":
         textured = _colour_fields(images[source_end:], np.random.default_rng(_NOISE_SEED))
+    else:
+        textured = _textured(images[source_end:], rng)
     offset = source_end
     return DigitsSplits(
         source_train=(grey_rgb[:validation_start], labels[:validation_start]),

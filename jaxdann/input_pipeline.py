@@ -147,22 +147,15 @@ def _load_pacs(config, domains: dict | None, shard: tuple[int, int]) -> Experime
     if data.source == data.target:
         raise ValueError(f"config keys data.source and data.target are both {data.source!r}.")
     names = [data.source, data.target, *validation_names]
-    if domains is None or any(name not in domains for name in names):
+    preloaded = not (domains is None or any(name not in domains for name in names))
+    if not preloaded:
         domains = load_pacs_domains(config, names, shard)
-    else:  # whole domains, loaded once for many runs: keep this process's share
-        domains = {
-            name: dataclasses.replace(
-                domains[name],
-                images=domains[name].images[shard[0] :: shard[1]],
-                labels=domains[name].labels[shard[0] :: shard[1]],
-                paths=domains[name].paths[shard[0] :: shard[1]],
-            )
-            for name in names
-        }
 
     def split(name: str) -> Split:
-        domain = domains[name]
-        return _limit(Split(domain.images, domain.labels), _shard_limit(data.limit, shard))
+        whole = Split(domains[name].images, domains[name].labels)
+        # Preloaded domains (one load for many runs) are whole: keep this process's share.
+        part = _shard(whole, shard) if preloaded else whole
+        return _limit(part, _shard_limit(data.limit, shard))
 
     target = split(data.target)
     validation = _concat([split(n) for n in validation_names]) if validation_names else None
