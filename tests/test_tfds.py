@@ -4,6 +4,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -24,6 +25,15 @@ IMAGE_KINDS = (
     (70, 45, "RGBA", ".png"),
     (50, 41, "RGB", ".jpg"),
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scratch_tempdir(tmp_path_factory):
+    """TFDS makes an empty ``tmp*tfds`` folder per builder and leaves it: keep them in tmp_path."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = os.fspath(tmp_path_factory.mktemp("scratch"))
+    yield
+    tempfile.tempdir = saved
 
 
 def make_tree(root, seed=0):
