@@ -91,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.cache_dir = ""  # "" = $JAXDANN_CACHE_DIR or ~/.cache/jaxdann
     config.data.limit = 0  # >0: use at most this many images per domain (quick checks)
     config.data.shard_per_host = False  # each process loads only its share (multi-host)
+    config.data.target_renderings = 1  # digits: renderings of each unlabelled target-train digit
 
     config.eval = ml_collections.ConfigDict()
     config.eval.validation_every_epoch = False  # validation is otherwise measured at the end
@@ -222,6 +223,7 @@ _POSITIVE = (
     "optimizer.step_size",
     "data.resize",
     "data.crop",
+    "data.target_renderings",
 )
 
 
@@ -236,6 +238,11 @@ def validate(config) -> None:
             raise ConfigError(f"config key {key}={flat[key]!r} must be positive.")
     if flat["data.crop"] > flat["data.resize"]:
         raise ConfigError("config key data.crop must not exceed data.resize.")
+    if flat["data.target_renderings"] != 1 and flat["data.name"] != "digits":
+        raise ConfigError(
+            "config key data.target_renderings applies to the digits demo only; "
+            "leave it at 1 for PACS."
+        )
     if not 0 <= flat["grl.warmup_epochs"] < flat["epochs"]:
         raise ConfigError("config key grl.warmup_epochs must be at least 0 and below epochs.")
 

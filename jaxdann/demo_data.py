@@ -26,7 +26,10 @@ __all__ = ["DigitsSplits", "make_digits_splits", "CLASS_NAMES", "TARGET_RENDERIN
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 _DATA_SEED = 20150526  # fixed: the demo's data never changes with the training seed
 _NOISE_SEED = 20160101  # the development rendering's own stream: the photo target stays as it was
-TARGET_RENDERINGS = ("digits_textured", "digits_noise")
+_EXTRA_SEED = 20170101  # extra renderings of the unlabelled target-train digits, their own stream
+_DEV_SEED = 20180101  # the photo-like development rendering's own stream
+_DEV_TEST_RENDERINGS = 4  # each held-out source-validation digit, on this many patches
+TARGET_RENDERINGS = ("digits_textured", "digits_noise", "digits_textured_dev")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +51,25 @@ def _upscale(digits: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _textured(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """MNIST-M blending: ``|photo patch - digit|`` per channel, patches at random places."""
+def _photos(development: bool = False) -> list[np.ndarray]:
+    """scikit-learn's two sample photographs; for the development rendering, other views of them.
+
+    The development views are turned a quarter, mirrored and have their colour channels reversed:
+    the same kind of texture (real photographs) with other edges, orientations and colours.
+    """
     from sklearn.datasets import load_sample_images
 
     photos = load_sample_images().images
+    if development:
+        photos = [np.ascontiguousarray(np.rot90(photo)[:, ::-1, ::-1]) for photo in photos]
+    return photos
+
+
+def _textured(
+    digits: np.ndarray, rng: np.random.Generator, development: bool = False
+) -> np.ndarray:
+    """MNIST-M blending: ``|photo patch - digit|`` per channel, patches at random places."""
+    photos = _photos(development)
     size = digits.shape[1]
     out = np.empty((*digits.shape, 3), np.uint8)
     for index, digit in enumerate(digits):
@@ -85,16 +102,30 @@ def _colour_fields(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def make_digits_splits(image_size: int = 28, target: str = "digits_textured") -> DigitsSplits:
+def make_digits_splits(
+    image_size: int = 28, target: str = "digits_textured", target_renderings: int = 1
+) -> DigitsSplits:
     """Source: grey digits (as RGB). Target: the rendered digits. Disjoint digit instances.
 
-    ``target`` is ``digits_textured`` (the demo's target: photographs) or ``digits_noise`` (the
-    development domain: smooth colour fields); both render the same target digit instances.
+    ``target`` is ``digits_textured`` (the demo's target: photographs), ``digits_noise`` (the first
+    development domain: smooth colour fields, the same target digit instances) or
+    ``digits_textured_dev`` (the photo-like development domain: the same blending on other views of
+    the photographs; its unlabelled train set renders the target-train digits, its labelled test
+    set renders the held-out *source-validation* digits four times, so no target-test digit and no
+    target label is used to choose anything).
+    ``target_renderings`` > 1 renders each target-*train* digit that many times, on other random
+    patches (or fields): a larger unlabelled target set, as DANN assumes (the paper's MNIST-M has
+    60k). The first rendering and the target test set are those of ``target_renderings=1``; test
+    digits are never rendered again.
     """
     if target not in TARGET_RENDERINGS:
         raise ValueError(
             f"config key data.target is {target!r}; the demo's targets are "
             f"{', '.join(TARGET_RENDERINGS)}."
+        )
+    if target_renderings < 1:
+        raise ValueError(
+            f"config key data.target_renderings is {target_renderings}; it must be at least 1."
         )
     from sklearn.datasets import load_digits
 
@@ -109,16 +140,32 @@ def make_digits_splits(image_size: int = 28, target: str = "digits_textured") ->
     validation_start = int(0.8 * source_end)
     grey_rgb = np.repeat(images[..., None], 3, axis=-1)
     if target == "digits_noise":
-        textured = _colour_fields(images[source_end:], np.random.default_rng(_NOISE_SEED))
+        render, rng = _colour_fields, np.random.default_rng(_NOISE_SEED)
+    elif target == "digits_textured_dev":
+        rng = np.random.default_rng(_DEV_SEED)
+        render = lambda digits, rng: _textured(digits, rng, development=True)  # noqa: E731
     else:
-        textured = _textured(images[source_end:], rng)
+        render = _textured
+    textured = render(images[source_end:], rng)
     offset = source_end
+    target_test = (textured[target_train_end - offset :], labels[target_train_end:])
+    if target == "digits_textured_dev":
+        held_out = np.tile(images[validation_start:source_end], (_DEV_TEST_RENDERINGS, 1, 1))
+        target_test = (
+            render(held_out, rng),
+            np.tile(labels[validation_start:source_end], _DEV_TEST_RENDERINGS),
+        )
+    train_images = [textured[: target_train_end - offset]]
+    extra_rng = np.random.default_rng(_EXTRA_SEED)
+    for _ in range(target_renderings - 1):
+        train_images.append(render(images[source_end:target_train_end], extra_rng))
+    train_labels = np.tile(labels[source_end:target_train_end], target_renderings)
     return DigitsSplits(
         source_train=(grey_rgb[:validation_start], labels[:validation_start]),
         source_validation=(
             grey_rgb[validation_start:source_end],
             labels[validation_start:source_end],
         ),
-        target_train=(textured[: target_train_end - offset], labels[source_end:target_train_end]),
-        target_test=(textured[target_train_end - offset :], labels[target_train_end:]),
+        target_train=(np.concatenate(train_images), train_labels),
+        target_test=target_test,
     )

@@ -117,7 +117,7 @@ def load_pacs_domains(config, names, shard: tuple[int, int] = (0, 1)) -> dict:
 def _load_digits(config, shard: tuple[int, int]) -> ExperimentData:
     from jaxdann.demo_data import CLASS_NAMES, make_digits_splits
 
-    splits = make_digits_splits(config.data.crop, config.data.target)
+    splits = make_digits_splits(config.data.crop, config.data.target, config.data.target_renderings)
 
     def split(arrays) -> Split:
         return _limit(_shard(Split(*arrays), shard), _shard_limit(config.data.limit, shard))

@@ -1,0 +1,56 @@
+"""The embedded demo's data: fixed splits; extra renderings touch the unlabelled target set only."""
+
+import numpy as np
+import pytest
+
+from jaxdann import config as config_lib
+from jaxdann.demo_data import make_digits_splits
+
+
+@pytest.mark.parametrize("target", ["digits_textured", "digits_noise", "digits_textured_dev"])
+def test_extra_renderings_add_target_train_images_only(target):
+    once = make_digits_splits(28, target)
+    thrice = make_digits_splits(28, target, target_renderings=3)
+    n = len(once.target_train[1])
+    assert thrice.target_train[0].shape == (3 * n, 28, 28, 3)
+    # The first rendering, the test set and the source splits are those of one rendering.
+    np.testing.assert_array_equal(thrice.target_train[0][:n], once.target_train[0])
+    for name in ("target_test", "source_train", "source_validation"):
+        for a, b in zip(getattr(once, name), getattr(thrice, name), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # The same digit instances, on other backgrounds.
+    np.testing.assert_array_equal(thrice.target_train[1], np.tile(once.target_train[1], 3))
+    for k in (1, 2):
+        extra = thrice.target_train[0][k * n : (k + 1) * n].astype(np.int16)
+        assert np.abs(extra - once.target_train[0]).mean() > 10
+
+
+def test_renderings_are_validated():
+    with pytest.raises(ValueError, match="data.target_renderings"):
+        make_digits_splits(28, "digits_textured", target_renderings=0)
+    demo = config_lib.apply_overrides(config_lib.demo_config(), {"data.target_renderings": "0"})
+    with pytest.raises(config_lib.ConfigError, match="data.target_renderings"):
+        config_lib.validate(demo)
+    pacs = config_lib.apply_overrides(config_lib.base_config(), {"data.target_renderings": "4"})
+    with pytest.raises(config_lib.ConfigError, match="digits demo only"):
+        config_lib.validate(pacs)
+
+
+def test_photo_like_development_domain_never_uses_target_test_digits_or_labels():
+    demo = make_digits_splits(28, "digits_textured")
+    dev = make_digits_splits(28, "digits_textured_dev")
+    # Unlabelled training images: the target-train digits, on other views of the photographs.
+    np.testing.assert_array_equal(dev.target_train[1], demo.target_train[1])
+    assert np.abs(dev.target_train[0].astype(np.int16) - demo.target_train[0]).mean() > 10
+    # Its labelled test set: the held-out source-validation digits, four renderings each.
+    validation_labels = demo.source_validation[1]
+    np.testing.assert_array_equal(dev.target_test[1], np.tile(validation_labels, 4))
+    n = len(validation_labels)
+    first, second = dev.target_test[0][:n], dev.target_test[0][n : 2 * n]
+    assert np.abs(first.astype(np.int16) - second).mean() > 10  # other patches each time
+    # Its strokes are those digits: where a source-validation digit is ink, the rendering moves
+    # away from the patch, so ink and background pixels differ strongly in the rendering too.
+    grey = demo.source_validation[0][..., 0]
+    ink = np.repeat(grey[None], 4, axis=0).reshape(-1, 28, 28) > 200
+    rendered = dev.target_test[0].astype(np.float32).mean(-1)
+    assert abs(rendered[ink].mean() - rendered[~ink].mean()) > 20
