@@ -119,8 +119,9 @@ def test_interrupted_mid_epoch_and_resumed_equals_unbroken(tmp_path):
 
 
 def test_larger_epochs_extends_a_finished_run(tmp_path):
-    # A constant coefficient: the DANN ramp depends on the run's total length by definition.
-    constant = {"grl.schedule": "constant"}
+    # A constant coefficient and StepLR: the DANN ramp and the annealed learning rate depend on
+    # the run's total length by definition.
+    constant = {"grl.schedule": "constant", "optimizer.schedule": "step"}
     workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config(epochs=2, **constant), workdir, progress=False)
     train_and_evaluate(tiny_config(epochs=3, **constant), workdir, progress=False)
@@ -165,7 +166,7 @@ def test_target_labels_never_change_training(tmp_path, monkeypatch):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
     # A normal first epoch, then StepLR multiplies the learning rate by 1e30.
-    explode = {"optimizer.step_size": 1, "optimizer.gamma": 1e30}
+    explode = {"optimizer.schedule": "step", "optimizer.step_size": 1, "optimizer.gamma": 1e30}
     with pytest.raises(TrainingDiverged, match=r"non-finite loss at step [3-5] \(epoch 2\)"):
         train_and_evaluate(tiny_config(epochs=3, **explode), workdir, progress=False)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
