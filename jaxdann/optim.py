@@ -37,12 +37,13 @@ def learning_rate_schedule(
 
     `lr(step) = learning_rate * gamma ** ((step // steps_per_epoch) // step_size)`. Works with a
     traced step count and a traced `learning_rate`, so it can live inside a jitted training step
-    whose compiled form is then shared by every learning rate (the sweep relies on this).
+    whose compiled form is then shared by every learning rate (the sweep relies on this);
+    `steps_per_epoch` may be traced too (`jaxdann.pairs` shares one step across source domains).
     """
     _check_positive("learning_rate", learning_rate)
     _check_positive("steps_per_epoch", steps_per_epoch)
     _check_positive("step_size", step_size)
-    steps_per_decay = int(steps_per_epoch) * int(step_size)
+    steps_per_decay = jnp.asarray(steps_per_epoch, jnp.int32) * int(step_size)
 
     def schedule(step: jnp.ndarray | int) -> jnp.ndarray:
         decays = jnp.asarray(step) // steps_per_decay
@@ -62,8 +63,12 @@ def annealed_learning_rate_schedule(
     _check_positive("learning_rate", learning_rate)
     _check_positive("total_steps", total_steps)
 
+    # total_steps may be traced. Multiplying by its reciprocal is what XLA made of the division
+    # by a constant this once was, so runs measured before it became traced repeat bit for bit.
+    inverse_total = 1.0 / jnp.asarray(total_steps, jnp.float32)
+
     def schedule(step: jnp.ndarray | int) -> jnp.ndarray:
-        progress = jnp.minimum(jnp.asarray(step, jnp.float32) / total_steps, 1.0)
+        progress = jnp.minimum(jnp.asarray(step, jnp.float32) * inverse_total, 1.0)
         return learning_rate / (1.0 + alpha * progress) ** beta
 
     return schedule

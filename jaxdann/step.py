@@ -24,6 +24,7 @@ __all__ = [
     "grl_coefficient",
     "normalize",
     "augment",
+    "make_course",
     "make_train_step",
     "make_eval_step",
     "summarize_epoch",
@@ -44,25 +45,43 @@ class TrainState(flax.struct.PyTreeNode):
     learning_rate: jax.Array
 
 
+def make_course(steps_per_epoch: int, total_steps: int, warmup_steps: int = 0) -> dict:
+    """A run's length, as the train step's traced ``course`` argument (int32 scalars).
+
+    The schedules read it at run time, so runs that differ only in data size (every source
+    domain of ``jaxdann.pairs`` has its own steps per epoch) share one compiled step.
+    """
+    values = {
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "warmup_steps": warmup_steps,
+    }
+    return {key: jnp.asarray(value, jnp.int32) for key, value in values.items()}
+
+
 def grl_coefficient(
     step: jax.Array,
     *,
     schedule: str,
     maximum: float,
     gamma: float,
-    total_steps: int,
-    warmup_steps: int = 0,
+    total_steps: int | jax.Array,
+    warmup_steps: int | jax.Array = 0,
 ) -> jax.Array:
     """The reversal coefficient at ``step``: a constant, or the DANN ramp times ``maximum``.
 
     For the first ``warmup_steps`` it is 0 (the domain classifier learns, the features do not
-    hear from it); the ramp's progress then runs over the remaining steps.
+    hear from it); the ramp's progress then runs over the remaining steps. The step counts may
+    be traced.
     """
     step = jnp.asarray(step)
     if schedule == "constant":
         value = jnp.asarray(maximum, jnp.float32)
     else:
-        progress = (step - warmup_steps).astype(jnp.float32) / max(total_steps - warmup_steps, 1)
+        ramp_steps = jnp.maximum(jnp.asarray(total_steps) - warmup_steps, 1).astype(jnp.float32)
+        # Times the reciprocal: what XLA made of the division by a constant this was before the
+        # step counts were traced, so earlier runs repeat bit for bit.
+        progress = (step - warmup_steps).astype(jnp.float32) * (1.0 / ramp_steps)
         value = maximum * dann_schedule(progress, gamma)
     return jnp.where(step < warmup_steps, 0.0, value).astype(jnp.float32)
 
@@ -99,19 +118,18 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 def make_train_step(
     model: DANN,
-    optimizer_for: Callable[[jax.Array], optax.GradientTransformation],
-    schedule_for: Callable[[jax.Array], Callable[[jax.Array], jax.Array]],
+    optimizer_for: Callable[[jax.Array, dict], optax.GradientTransformation],
+    schedule_for: Callable[[jax.Array, dict], Callable[[jax.Array], jax.Array]],
     config,
     *,
     mean,
     std,
-    total_steps: int,
-    warmup_steps: int = 0,
-) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
-    """Builds ``train_step(state, batch, rng) -> (state, metrics)`` (not yet jitted).
+) -> Callable[[TrainState, dict, jax.Array, dict], tuple[TrainState, dict]]:
+    """Builds ``train_step(state, batch, rng, course) -> (state, metrics)`` (not yet jitted).
 
-    ``optimizer_for(lr)`` and ``schedule_for(lr)`` build the optimizer and the learning-rate
-    schedule for the state's base learning rate (a traced scalar).
+    ``course`` is :func:`make_course`'s run length. ``optimizer_for(lr, course)`` and
+    ``schedule_for(lr, course)`` build the optimizer and the learning-rate schedule for the
+    state's base learning rate (a traced scalar) and that course.
 
     ``batch`` holds ``source_images`` (uint8), ``source_labels``, ``source_mask`` and, with
     adaptation, ``target_images`` and ``target_mask``. There is no target label to hold.
@@ -127,7 +145,7 @@ def make_train_step(
             images = augment(images, rng, flip=flip, crop=crop)
         return normalize(images, mean, std)
 
-    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+    def train_step(state: TrainState, batch: dict, rng: jax.Array, course: dict):
         rng = jax.random.fold_in(rng, state.step)
         dropout_rng, source_rng, target_rng = jax.random.split(rng, 3)
         source_mask = batch["source_mask"]
@@ -137,8 +155,8 @@ def make_train_step(
             schedule=config.grl.schedule,
             maximum=float(config.grl.coefficient),
             gamma=float(config.grl.gamma),
-            total_steps=total_steps,
-            warmup_steps=warmup_steps,
+            total_steps=course["total_steps"],
+            warmup_steps=course["warmup_steps"],
         )
         images = prepare(batch["source_images"], source_rng)
         if adversarial:
@@ -205,13 +223,13 @@ def make_train_step(
             return loss, outputs
 
         (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        optimizer = optimizer_for(state.learning_rate)
+        optimizer = optimizer_for(state.learning_rate, course)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = outputs | {
             "loss": loss,
             "source_count": jnp.sum(source_mask),
-            "learning_rate": schedule_for(state.learning_rate)(state.step),
+            "learning_rate": schedule_for(state.learning_rate, course)(state.step),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics

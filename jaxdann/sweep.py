@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdann import config as config_lib
 from jaxdann import input_pipeline, plots
@@ -47,7 +48,12 @@ def enable_compilation_cache(directory: str) -> None:
     """JAX's persistent compilation cache: a recompiled, identical step is read, not rebuilt."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return  # the user chose one
-    jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
+    directory = os.path.abspath(directory)
+    if jax.config.jax_compilation_cache_dir != directory:
+        jax.config.update("jax_compilation_cache_dir", directory)
+        # A cache this process has already opened (an earlier sweep in the same Python session)
+        # would otherwise keep writing to its old directory.
+        compilation_cache.reset_cache()
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 

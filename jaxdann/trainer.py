@@ -32,6 +32,7 @@ from jaxdann.optim import (
 from jaxdann.step import (
     EPOCH_METRICS,
     TrainState,
+    make_course,
     make_eval_step,
     make_train_step,
     summarize_epoch,
@@ -228,22 +229,31 @@ def train_and_evaluate(
     )
     total_steps = steps_per_epoch * epochs
     opt = config.optimizer
-    decay = {"step_size": opt.step_size, "gamma": opt.gamma, "steps_per_epoch": steps_per_epoch}
+    # The run's length is an argument of the compiled step, not a constant in it: runs that
+    # differ only in data size (the source domains of jaxdann.pairs) share one executable.
+    course = make_course(
+        steps_per_epoch, total_steps, int(config.grl.warmup_epochs) * steps_per_epoch
+    )
 
-    def schedule_for(learning_rate):
+    def schedule_for(learning_rate, course):
         if opt.schedule == "annealed":
-            return annealed_learning_rate_schedule(learning_rate, total_steps=total_steps)
-        return learning_rate_schedule(learning_rate, **decay)
+            return annealed_learning_rate_schedule(learning_rate, total_steps=course["total_steps"])
+        return learning_rate_schedule(
+            learning_rate,
+            step_size=opt.step_size,
+            gamma=opt.gamma,
+            steps_per_epoch=course["steps_per_epoch"],
+        )
 
-    def optimizer_for(learning_rate):
+    def optimizer_for(learning_rate, course):
         return make_optimizer(
             opt.name,
             learning_rate,
             momentum=opt.momentum,
             weight_decay=opt.weight_decay,
-            schedule=schedule_for(learning_rate),
+            schedule=schedule_for(learning_rate, course),
             clip_norm=float(opt.clip_norm),
-            **decay,
+            steps_per_epoch=course["steps_per_epoch"],
         )
 
     replicated = parallel.replicated(mesh)
@@ -253,10 +263,11 @@ def train_and_evaluate(
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=optimizer_for(learning_rate).init(params),
+        opt_state=optimizer_for(learning_rate, course).init(params),
         learning_rate=learning_rate,
     )
     state = jax.device_put(state, replicated)
+    course = jax.device_put(course, replicated)
 
     checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
     manager = ocp.CheckpointManager(
@@ -281,8 +292,6 @@ def train_and_evaluate(
         config,
         mean=data.mean,
         std=data.std,
-        total_steps=total_steps,
-        warmup_steps=int(config.grl.warmup_epochs) * steps_per_epoch,
     )
     train_step = jax.jit(step_fn, donate_argnums=0)
 
@@ -301,7 +310,7 @@ def train_and_evaluate(
             disable=not (progress and is_main and sys.stderr.isatty()),
         )
         for index, batch in enumerate(bar):
-            state, metrics = train_step(state, batch, root_key)
+            state, metrics = train_step(state, batch, root_key, course)
             step_metrics.append(metrics)
             if on_step is not None:
                 on_step(epoch * steps_per_epoch + index)

@@ -10,7 +10,7 @@ from jaxdann.config import base_config
 from jaxdann.grl import reverse_gradient
 from jaxdann.models import DANN, build_model
 from jaxdann.optim import make_optimizer
-from jaxdann.step import TrainState, grl_coefficient, make_train_step, normalize
+from jaxdann.step import TrainState, grl_coefficient, make_course, make_train_step, normalize
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -45,14 +45,14 @@ def _init(model, size, seed=0):
 def _step_fn(model, optimizer, config, learning_rate=1.0):
     step = make_train_step(
         model,
-        lambda lr: optimizer,
-        lambda lr: lambda step: learning_rate,
+        lambda lr, course: optimizer,
+        lambda lr, course: lambda step: learning_rate,
         config,
         mean=MEAN,
         std=STD,
-        total_steps=10,
     )
-    return jax.jit(step)
+    course = make_course(steps_per_epoch=1, total_steps=10)
+    return jax.jit(lambda state, batch, rng: step(state, batch, rng, course))
 
 
 def _state(params, optimizer, learning_rate=1.0):
@@ -171,6 +171,45 @@ def test_padded_rows_change_nothing():
     for key in ("class_loss", "domain_loss_source", "domain_loss_target", "source_count"):
         np.testing.assert_allclose(padded_metrics[key], full_metrics[key], rtol=1e-5)
     _assert_trees_close(state_padded.params, state_full.params, 1e-5)
+
+
+def test_one_compiled_step_serves_runs_of_different_lengths():
+    # jaxdann.pairs trains source domains of different sizes: their steps per epoch and total
+    # steps reach the step as its traced ``course``, so the step is traced (and compiled) once,
+    # and the schedules inside it still follow each run's length.
+    from jaxdann.optim import learning_rate_schedule
+
+    model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
+    params = _init(model, 28)
+
+    def optimizer_for(lr, course):
+        return make_optimizer(
+            "sgd", lr, step_size=1, gamma=0.1, steps_per_epoch=course["steps_per_epoch"]
+        )
+
+    def schedule_for(lr, course):
+        return learning_rate_schedule(
+            lr, step_size=1, gamma=0.1, steps_per_epoch=course["steps_per_epoch"]
+        )
+
+    traces = []
+    train_step = make_train_step(
+        model, optimizer_for, schedule_for, _config(1.0, "dann"), mean=MEAN, std=STD
+    )
+    step = jax.jit(lambda *args: traces.append(1) or train_step(*args))
+    batch = _batch(28)
+    metrics = {}
+    for steps_per_epoch, total_steps in ((2, 4), (3, 30)):
+        course = make_course(steps_per_epoch, total_steps)
+        state = _state(params, optimizer_for(0.5, course), 0.5).replace(step=jnp.int32(2))
+        _, metrics[total_steps] = step(state, batch, jax.random.PRNGKey(0), course)
+    assert len(traces) == 1
+    # Step 2 is the first of epoch 2 with 2 steps an epoch (decayed once), still epoch 1 with 3.
+    assert float(metrics[4]["learning_rate"]) == pytest.approx(0.05)
+    assert float(metrics[30]["learning_rate"]) == pytest.approx(0.5)
+    for total_steps in (4, 30):
+        expected = 2 / (1 + np.exp(-10 * 2 / total_steps)) - 1
+        assert float(metrics[total_steps]["grl_coefficient"]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_schedule_is_computed_inside_the_step():

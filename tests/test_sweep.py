@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,9 +126,19 @@ def _write_tree(root, domains=("photo", "sketch"), classes=("cat", "dog"), per_c
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
 
 
-def test_all_pairs_table(tmp_path):
+def test_all_pairs_table(tmp_path, monkeypatch):
     root = tmp_path / "PACS"
-    _write_tree(root)
+    # Domains of different sizes (2 and 3 steps an epoch at batch 8): their runs still share
+    # one compiled train step per adaptation, the run length being an argument of the step.
+    _write_tree(root, ("photo",), per_class=6)
+    _write_tree(root, ("sketch",), per_class=9)
+
+    def cache_every_compilation(directory):
+        sweep.enable_compilation_cache(directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+    monkeypatch.setattr(pairs, "enable_compilation_cache", cache_every_compilation)
+    min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
     config = config_lib.base_config()
     overrides = {
         "data.root": str(root),
@@ -146,8 +157,13 @@ def test_all_pairs_table(tmp_path):
     }
     config = config_lib.apply_overrides(config, overrides)
     workdir = str(tmp_path / "pairs")
-    rows = pairs.run_pairs(config, workdir, seeds=[0, 1], domains=["photo", "sketch"])
+    try:
+        rows = pairs.run_pairs(config, workdir, seeds=[0, 1], domains=["photo", "sketch"])
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
     assert len(rows) == 2 * 2 * 2  # ordered pairs x adaptations x seeds
+    cached = os.listdir(os.path.join(workdir, ".jax_cache"))
+    assert len([name for name in cached if name.startswith("jit_train_step")]) == 2
     with open(os.path.join(workdir, "pairs.md")) as f:
         table = f.read()
     for pair in ("photo -> sketch", "sketch -> photo", "**average**"):
