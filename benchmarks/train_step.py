@@ -27,7 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 from jaxdann import config as config_lib  # noqa: E402
 from jaxdann.models import DANN, build_model  # noqa: E402
 from jaxdann.optim import learning_rate_schedule, make_optimizer  # noqa: E402
-from jaxdann.step import TrainState, make_train_step  # noqa: E402
+from jaxdann.step import TrainState, make_course, make_train_step  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Dense peak rates (TFLOP/s) by device kind substring, from the vendors' datasheets (SXM parts):
@@ -91,20 +91,25 @@ def time_jax(
         adversarial=True,
         dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
     )
-    decay = {"steps_per_epoch": 100}
+    course = make_course(steps_per_epoch=100, total_steps=steps + warmup)
 
-    def optimizer_for(lr):
-        return make_optimizer("sgd", lr, momentum=0.9, weight_decay=5e-5, **decay)
+    def optimizer_for(lr, course):
+        return make_optimizer(
+            "sgd", lr, momentum=0.9, weight_decay=5e-5, steps_per_epoch=course["steps_per_epoch"]
+        )
 
-    def schedule_for(lr):
-        return learning_rate_schedule(lr, **decay)
+    def schedule_for(lr, course):
+        return learning_rate_schedule(lr, steps_per_epoch=course["steps_per_epoch"])
 
     sample = jnp.zeros((1, image_size, image_size, 3))
     init = jax.jit(lambda key: model.init(key, sample, method=DANN.initialize_all)["params"])
     params = init(jax.random.PRNGKey(0))
     learning_rate = jnp.float32(1e-3)
     state = TrainState(
-        jnp.zeros((), jnp.int32), params, optimizer_for(learning_rate).init(params), learning_rate
+        jnp.zeros((), jnp.int32),
+        params,
+        optimizer_for(learning_rate, course).init(params),
+        learning_rate,
     )
     step = jax.jit(
         make_train_step(
@@ -114,7 +119,6 @@ def time_jax(
             config,
             mean=MEAN,
             std=STD,
-            total_steps=steps + warmup,
         ),
         donate_argnums=0,
     )
@@ -131,22 +135,22 @@ def time_jax(
     )
     key = jax.random.PRNGKey(1)
     started = time.perf_counter()
-    compiled = step.lower(state, batch, key).compile()
+    compiled = step.lower(state, batch, key, course).compile()
     compile_s = time.perf_counter() - started
     flops = alexnet_dann_train_flops(batch_size, image_size)
     for _ in range(warmup):
-        state, metrics = compiled(state, batch, key)
+        state, metrics = compiled(state, batch, key, course)
     jax.block_until_ready(state)
     times = []
     for _ in range(steps):
         started = time.perf_counter()
-        state, metrics = compiled(state, batch, key)
+        state, metrics = compiled(state, batch, key, course)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - started)
     if profile_dir:  # for TensorBoard's profile plugin or Perfetto
         with jax.profiler.trace(profile_dir):
             for _ in range(3):
-                state, metrics = compiled(state, batch, key)
+                state, metrics = compiled(state, batch, key, course)
             jax.block_until_ready(state)
     median = float(np.median(times))
     result = {
