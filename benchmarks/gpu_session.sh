@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu_session.sh seed      carry .whl .data/PACS/art_painting: the seed experiment
 #   bash benchmarks/gpu_session.sh hold      carry .whl .data/PACS/cartoon: nothing else
 #   bash benchmarks/gpu_session.sh grid      carry .whl .data/PACS/sketch: the seed's grid on PACS
+#   bash benchmarks/gpu_session.sh pairs     carry .whl: all 12 pairs x 2 adaptations x 3 seeds,
+#                                            8 epochs, no checkpoints (all four domains on hand)
 # Results go to $OUT (device tool) or ./gpu_out.
 set -uo pipefail
 part=${1:-step}
@@ -39,5 +41,12 @@ grid)
       --config.checkpoint_every_epochs=25 --config.log_every_epoch=false ) 2>&1 | tee "$out/grid.log"
   cp /tmp/grid/results.csv /tmp/grid/heatmap_validation_*.png /tmp/grid/best_curves_dann.png "$out/" 2>/dev/null
   python3 -m jaxdann.report /tmp/grid --output "$out"
+  ;;
+pairs)
+  ( time timeout 540 python3 -m jaxdann.pairs --config configs/pacs_dann.py --workdir /tmp/pairs \
+      --seeds 0,1,2 --config.data.root=.data/PACS --config.model.pretrained=none \
+      --config.epochs=8 --config.checkpoint_every_epochs=0 --config.log_every_epoch=false ) 2>&1 \
+      | tail -25 | tee "$out/pairs.log"
+  cp /tmp/pairs/pairs.md /tmp/pairs/pairs_runs.csv "$out/" 2>/dev/null
   ;;
 esac
