@@ -7,6 +7,7 @@ checkpoints in the run folder -> plots drawn from those files.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -94,6 +95,14 @@ def read_pretrained(config) -> dict | None:
     return loaded
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _random_params(model: DANN, image_shape: tuple[int, int, int], rng: jax.Array) -> Any:
+    """Flax init, compiled once per process for each model and image size (Flax modules are
+    hashable): the runs of a sweep or of ``jaxdann.pairs`` reuse it instead of compiling again."""
+    sample = jnp.zeros((1, *image_shape), jnp.float32)
+    return model.init({"params": rng}, sample, method=DANN.initialize_all)
+
+
 def initial_params(
     model: DANN,
     config,
@@ -109,10 +118,7 @@ def initial_params(
     ``model.domain_init_from_classifier`` the domain classifier's hidden layers start as copies
     of the classifier's (the seed does this).
     """
-    sample = jnp.zeros((1, *image_shape), jnp.float32)
-    init = jax.jit(lambda key: model.init({"params": key}, sample, method=DANN.initialize_all))
-    params = jax.device_get(init(rng))
-    params = dict(params["params"])
+    params = dict(_random_params(model, tuple(image_shape), rng)["params"])
     if pretrained is not None:
         from jaxdann.convert import ConversionError
 
@@ -140,7 +146,8 @@ def initial_params(
                         "hidden layers to match the classifier's; set model.domain_hidden="
                         "classifier or model.domain_init_from_classifier=false."
                     )
-                domain[layer] = jax.tree.map(np.array, value)
+                # Copies, not views: the train step donates its state, leaf by leaf.
+                domain[layer] = jax.tree.map(jnp.array, value)
         params["domain_classifier"] = domain
     return jax.tree.map(jnp.asarray, params)
 
