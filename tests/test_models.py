@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxdann.convert import torchvision_to_flax
-from jaxdann.models import AlexNet, adaptive_avg_pool, build_model
+from jaxdann.models import AlexNet, adaptive_avg_pool, build_model, max_pool
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -88,6 +88,33 @@ def test_adaptive_avg_pool_matches_torch(size, out):
     expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), out).numpy()
     actual = adaptive_avg_pool(jnp.asarray(x.transpose(0, 2, 3, 1)), out)
     np.testing.assert_allclose(np.asarray(actual).transpose(0, 3, 1, 2), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("window,stride,size", [(3, 2, 13), (3, 2, 14), (2, 2, 12), (3, 1, 7)])
+def test_max_pool_and_its_gradient_match_torch_with_ties(window, stride, size):
+    # Values from a small set of integers: most windows hold ties, which torch's kernels resolve
+    # by sending the gradient to the first maximum; overlapping windows add up.
+    rng = np.random.default_rng(window * 100 + stride * 10 + size)
+    x = rng.integers(0, 4, (2, 3, size, size + 1)).astype(np.float32)
+    g = rng.standard_normal(
+        (2, 3, (size - window) // stride + 1, (size + 1 - window) // stride + 1)
+    )
+    g = g.astype(np.float32)
+    x_torch = torch.from_numpy(x).requires_grad_()
+    y_torch = torch.nn.functional.max_pool2d(x_torch, window, stride)
+    y_torch.backward(torch.from_numpy(g))
+
+    def nhwc(a):
+        return jnp.asarray(a.transpose(0, 2, 3, 1))
+
+    y, vjp = jax.vjp(lambda x: max_pool(x, window, stride), nhwc(x))
+    (grad,) = vjp(nhwc(g))
+    np.testing.assert_array_equal(np.asarray(y).transpose(0, 3, 1, 2), y_torch.detach().numpy())
+    np.testing.assert_allclose(
+        np.asarray(grad).transpose(0, 3, 1, 2), x_torch.grad.numpy(), rtol=0, atol=1e-6
+    )
+    # Every window sends its whole gradient somewhere, once.
+    np.testing.assert_allclose(float(grad.sum()), float(g.sum()), rtol=1e-5)
 
 
 def _count(params):
