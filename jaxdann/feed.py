@@ -102,7 +102,11 @@ class DevicePools:
             return evaluate(params, images[indices], labels[indices], mask)
 
         # Replicated outputs: every process (multi-host) can read the predictions.
-        self._evaluate = jax.jit(evaluate_batch, out_shardings=parallel.replicated(mesh))
+        self._evaluate = jax.jit(
+            evaluate_batch,
+            out_shardings=parallel.replicated(mesh),
+            compiler_options=parallel.compiler_options(),
+        )
 
     def batches(self, epoch: int, steps_per_epoch: int) -> Iterator[dict]:
         config = self.config
@@ -173,7 +177,11 @@ class HostShards:
             )
         self.source_count = sum(self.rows_per_process["source"])
         self.padded = _round_up(-(-int(config.batch_size) // self.processes), self.local_devices)
-        self._evaluate = jax.jit(_with_labels(eval_step), out_shardings=parallel.replicated(mesh))
+        self._evaluate = jax.jit(
+            _with_labels(eval_step),
+            out_shardings=parallel.replicated(mesh),
+            compiler_options=parallel.compiler_options(),
+        )
 
     def _put(self, local: np.ndarray) -> jax.Array:
         shape = (self.processes * local.shape[0], *local.shape[1:])

@@ -7,13 +7,28 @@ which is what ``pmap`` used to do (``pmap`` is in maintenance mode).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["make_mesh", "replicated", "batch_sharded", "maybe_initialize_distributed"]
+__all__ = [
+    "make_mesh",
+    "replicated",
+    "batch_sharded",
+    "maybe_initialize_distributed",
+    "compiler_options",
+]
+
+# XLA:CPU hands matrix products and convolutions to the YNNPACK library by default (jax 0.10).
+# For AlexNet's and the digits CNN's convolutions XLA's own kernels are faster on the 2-core
+# development machine (the fused step at B=16: 1.23 -> 1.07 s; the demo's training: 38 -> 24 s;
+# benchmarks/README.md), so jaxdann's steps keep YNNPACK for the matrix products only. Setting
+# the option at all also avoids a wrong result the default gives for a matrix product followed by
+# a sum (tests/test_parallel.py).
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 DATA_AXIS = "data"
 
@@ -69,3 +84,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+@functools.cache
+def compiler_options(platform: str | None = None) -> dict[str, str]:
+    """Per-``jax.jit`` XLA options for jaxdann's train and evaluation steps on ``platform``.
+
+    On CPU: YNNPACK for matrix products only (``_CPU_OPTIONS``). Empty on other platforms, where
+    the installed XLA does not know the option, and where ``XLA_FLAGS`` already sets it (the
+    user's choice wins).
+    """
+    platform = platform or jax.default_backend()
+    if platform != "cpu":
+        return {}
+    if any(key in os.environ.get("XLA_FLAGS", "") for key in _CPU_OPTIONS):
+        return {}
+    try:  # an XLA that does not know the option rejects it when compiling
+        probe = jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS)
+        probe.lower(np.zeros((), np.float32)).compile()
+    except (TypeError, jax.errors.JaxRuntimeError):
+        return {}
+    return dict(_CPU_OPTIONS)

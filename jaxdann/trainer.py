@@ -300,7 +300,7 @@ def train_and_evaluate(
         mean=data.mean,
         std=data.std,
     )
-    train_step = jax.jit(step_fn, donate_argnums=0)
+    train_step = jax.jit(step_fn, donate_argnums=0, compiler_options=parallel.compiler_options())
 
     summarize = jax.jit(summarize_epoch)
 
