@@ -1,12 +1,14 @@
 """Each AlexNet convolution alone, jax against torch: forward, input gradient, filter gradient.
 
-    python benchmarks/conv_layers.py [--batch-size 32] [--repeats 5]
+    python benchmarks/conv_layers.py [--batch-size 32] [--repeats 5] [--xla-defaults]
 
 Where the fused step's time goes on a CPU, layer by layer. Each piece is jitted alone (jax) or
 called through ``torch.ops.aten.convolution_backward`` (torch, the kernels its autograd uses), on
 the same shapes and device, median of ``--repeats`` after one warm-up. The fused train step needs
 every piece except conv1's input gradient. The last line is one JSON object: per layer and piece,
-milliseconds for both and the ratio torch / jax (above 1: jax is faster).
+milliseconds for both and the ratio torch / jax (above 1: jax is faster). jax compiles with
+jaxdann's XLA options (``jaxdann.parallel.compiler_options``: on CPU, XLA's own convolutions
+rather than YNNPACK's), or with XLA's defaults under ``--xla-defaults``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def median_ms(function, repeats: int) -> float:
     return float(np.median(times)) * 1e3
 
 
-def jax_pieces(x, w, stride, padding, repeats):
+def jax_pieces(x, w, stride, padding, repeats, compiler_options):
+    import functools
+
     import jax
     import jax.numpy as jnp
 
@@ -54,10 +58,11 @@ def jax_pieces(x, w, stride, padding, repeats):
 
     x, w = jnp.asarray(x), jnp.asarray(w)
     g = jnp.ones(jax.eval_shape(conv, x, w).shape, jnp.float32)
+    jit = functools.partial(jax.jit, compiler_options=compiler_options)
     functions = {
-        "forward": jax.jit(conv),
-        "input_gradient": jax.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g)[0]),
-        "filter_gradient": jax.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g)[1]),
+        "forward": jit(conv),
+        "input_gradient": jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g)[0]),
+        "filter_gradient": jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g)[1]),
     }
     args = {"forward": (x, w), "input_gradient": (x, w, g), "filter_gradient": (x, w, g)}
     return {
@@ -93,17 +98,29 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per convolution")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument(
+        "--xla-defaults", action="store_true", help="XLA's default options, not jaxdann's"
+    )
     args = parser.parse_args()
     import torch
+
+    from jaxdann import parallel
+
+    options = {} if args.xla_defaults else parallel.compiler_options()
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     rng = np.random.default_rng(0)
-    report = {"batch_size": args.batch_size, "torch_threads": torch.get_num_threads(), "layers": {}}
+    report = {
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "compiler_options": options,
+        "layers": {},
+    }
     for name, size, cin, cout, kernel, stride, padding in LAYERS:
         x = rng.standard_normal((args.batch_size, size, size, cin)).astype(np.float32)
         w = (rng.standard_normal((kernel, kernel, cin, cout)) * 0.01).astype(np.float32)
-        jax_ms = jax_pieces(x, w, stride, padding, args.repeats)
+        jax_ms = jax_pieces(x, w, stride, padding, args.repeats, options)
         torch_ms = torch_pieces(x, w, stride, padding, args.repeats)
         report["layers"][name] = {
             piece: {

@@ -1,12 +1,14 @@
 """Times jaxdann's fused DANN step (B source + B target images per step) after compilation.
 
     python benchmarks/train_step.py --batch-size 32 --image-size 224 --steps 10 [--dtype bfloat16]
-        [--compare-torch] [--breakdown] [--profile DIR]
+        [--compare-torch] [--breakdown] [--profile DIR] [--xla-defaults]
 
 With ``--compare-torch`` it also times a PyTorch eager implementation of the seed's step on the
 same device, batch and size: three forward/backward passes (class loss on source, domain loss on
 source, domain loss on target, as the seed does), then one SGD step; and prints the ratio. The
 last line printed is one JSON object (``images_per_second`` counts source + target images).
+The jax steps compile with the XLA options training uses (``jaxdann.parallel.compiler_options``;
+on CPU: YNNPACK for matrix products only), or with XLA's defaults under ``--xla-defaults``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,22 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxdann import config as config_lib  # noqa: E402
+from jaxdann import parallel  # noqa: E402
 from jaxdann.models import DANN, build_model  # noqa: E402
 from jaxdann.optim import learning_rate_schedule, make_optimizer  # noqa: E402
 from jaxdann.step import TrainState, make_course, make_train_step  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+# The XLA options the steps are compiled with: jaxdann's (what training uses), or XLA's defaults
+# with --xla-defaults.
+COMPILER_OPTIONS: dict = {}
+
+
+def _jit(function, **kwargs):
+    return jax.jit(function, compiler_options=COMPILER_OPTIONS, **kwargs)
+
+
 # Dense peak rates (TFLOP/s) by device kind substring, from the vendors' datasheets (SXM parts):
 # float32 here means the TF32 tensor-core rate XLA uses for float32 matmuls/convs by default.
 PEAK_TFLOPS = {
@@ -111,7 +124,7 @@ def time_jax(
         optimizer_for(learning_rate, course).init(params),
         learning_rate,
     )
-    step = jax.jit(
+    step = _jit(
         make_train_step(
             model,
             optimizer_for,
@@ -147,11 +160,13 @@ def time_jax(
         state, metrics = compiled(state, batch, key, course)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - started)
-    if profile_dir:  # for TensorBoard's profile plugin or Perfetto
-        with jax.profiler.trace(profile_dir):
-            for _ in range(3):
+    profile = None
+    if profile_dir:  # for TensorBoard's profile plugin or Perfetto, and summarised below
+        with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+            for _ in range(PROFILED_STEPS):
                 state, metrics = compiled(state, batch, key, course)
             jax.block_until_ready(state)
+        profile = summarize_profile(profile_dir, PROFILED_STEPS)
     median = float(np.median(times))
     result = {
         "framework": "jax",
@@ -168,7 +183,82 @@ def time_jax(
     if peak:
         result["peak_tflops"] = peak
         result["mfu"] = flops / median / 1e12 / peak
+    if profile is not None:
+        result["profile"] = profile
     return result
+
+
+PROFILED_STEPS = 3
+
+
+def summarize_profile(profile_dir: str, steps: int, top: int = 20) -> dict:
+    """Where a step's time goes, from the trace's Perfetto JSON: operations (GPU kernels, or
+    XLA:CPU's thunks) grouped by name, self time in milliseconds per step, largest first.
+
+    Device timelines (``/device:...``) are used when the trace has any; otherwise the XLA
+    client's threads on the host (the Python thread, dispatch only, is left out).
+    """
+    import glob
+    import gzip
+
+    paths = sorted(
+        glob.glob(os.path.join(profile_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+    )
+    if not paths:
+        return {"error": f"no perfetto_trace.json.gz under {profile_dir}"}
+    with gzip.open(paths[-1]) as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    processes, threads = {}, {}
+    for event in events:
+        if event.get("ph") == "M" and event.get("name") == "process_name":
+            processes[event["pid"]] = event["args"]["name"]
+        elif event.get("ph") == "M" and event.get("name") == "thread_name":
+            threads[(event["pid"], event["tid"])] = event["args"]["name"]
+    spans = [event for event in events if event.get("ph") == "X" and "dur" in event]
+    on_device = [e for e in spans if processes.get(e["pid"], "").startswith("/device:")]
+    if on_device:
+        chosen, timeline = on_device, "device"
+    else:  # the client's waits for its worker threads are not work
+        chosen = [
+            e
+            for e in spans
+            if threads.get((e["pid"], e["tid"]), "").startswith("tf_XLA")
+            and "wait" not in e["name"].lower()
+        ]
+        timeline = "host XLA threads"
+    # Self time: a span nested in another on the same thread (an executor around its thunks)
+    # is subtracted from its parent, so nothing counts twice.
+    totals, counts = {}, {}
+    by_thread = {}
+    for event in chosen:
+        by_thread.setdefault((event["pid"], event["tid"]), []).append(event)
+    for thread_events in by_thread.values():
+        thread_events.sort(key=lambda e: (e["ts"], -e["dur"]))
+        open_spans = []  # [end, name]
+        for event in thread_events:
+            while open_spans and open_spans[-1][0] <= event["ts"]:
+                open_spans.pop()
+            if open_spans:
+                totals[open_spans[-1][1]] -= event["dur"]
+            name = event["name"]
+            totals[name] = totals.get(name, 0.0) + event["dur"]
+            counts[name] = counts.get(name, 0) + 1
+            open_spans.append([event["ts"] + event["dur"], name])
+    ranked = sorted(totals, key=totals.get, reverse=True)
+    return {
+        "timeline": timeline,
+        "trace": paths[-1],
+        "busy_ms_per_step": round(sum(totals.values()) / steps / 1e3, 3),
+        "top_ms_per_step": [
+            {
+                "name": name[:120],
+                "ms": round(totals[name] / steps / 1e3, 3),
+                "calls_per_step": counts[name] / steps,
+            }
+            for name in ranked[:top]
+        ],
+    }
 
 
 def _median_seconds(function, *args, steps: int) -> float:
@@ -230,7 +320,7 @@ def breakdown(batch_size: int, image_size: int, steps: int, dtype: str) -> dict:
         return optax.apply_updates(p, updates), state
 
     # The update runs donated, as in the fused step: each call consumes the previous outputs.
-    donated_update = jax.jit(update, donate_argnums=(0, 1))
+    donated_update = _jit(update, donate_argnums=(0, 1))
     updated = jax.tree.map(jnp.copy, (params, opt_state))
     update_times = []
     for index in range(steps + 1):
@@ -239,14 +329,14 @@ def breakdown(batch_size: int, image_size: int, steps: int, dtype: str) -> dict:
         if index:  # the first call compiles
             update_times.append(time.perf_counter() - started)
 
-    features = jax.jit(extract)(params, images)
+    features = _jit(extract)(params, images)
     return {
-        "features_forward_s": _median_seconds(jax.jit(extract), params, images, steps=steps),
+        "features_forward_s": _median_seconds(_jit(extract), params, images, steps=steps),
         "features_forward_backward_s": _median_seconds(
-            jax.jit(jax.grad(feature_loss)), params["features"], images, steps=steps
+            _jit(jax.grad(feature_loss)), params["features"], images, steps=steps
         ),
         "heads_forward_backward_s": _median_seconds(
-            jax.jit(jax.grad(heads_loss)), params, features, steps=steps
+            _jit(jax.grad(heads_loss)), params, features, steps=steps
         ),
         "sgd_update_s": float(np.median(update_times)),
     }
@@ -325,8 +415,20 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="also time the step's parts, each jitted alone"
     )
-    parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of 3 steps")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="write a jax.profiler trace of 3 steps and print its largest operations",
+    )
+    parser.add_argument(
+        "--xla-defaults",
+        action="store_true",
+        help="compile with XLA's default options instead of jaxdann's (jaxdann.parallel)",
+    )
     args = parser.parse_args(argv)
+    COMPILER_OPTIONS.clear()
+    if not args.xla_defaults:
+        COMPILER_OPTIONS.update(parallel.compiler_options())
     device = jax.devices()[0]
     result = {
         "benchmark": "train_step",
@@ -336,11 +438,18 @@ def main(argv=None) -> int:
         "image_size": args.image_size,
         "steps": args.steps,
         "jax_version": jax.__version__,
+        "compiler_options": dict(COMPILER_OPTIONS),
     }
     jax_result = time_jax(
         args.batch_size, args.image_size, args.steps, args.warmup, args.dtype, args.profile
     )
+    profile = jax_result.pop("profile", None)
     print("jax  :", json.dumps(jax_result), flush=True)
+    if profile is not None:
+        print(f"profile ({profile.get('timeline')}, ms per step):", flush=True)
+        for row in profile.get("top_ms_per_step", []):
+            print(f"  {row['ms']:9.3f}  x{row['calls_per_step']:<5g} {row['name']}", flush=True)
+        result["profile"] = profile
     result |= {"dtype": args.dtype, **{k: v for k, v in jax_result.items() if k != "framework"}}
     if args.breakdown:
         parts = breakdown(args.batch_size, args.image_size, args.steps, args.dtype)
