@@ -105,7 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
 def demo_config() -> ml_collections.ConfigDict:
     """The embedded demo: digits -> textured digits with the DANN paper's small CNN.
 
-    Runs in about 2 minutes on 2 CPU cores from a fresh install; nothing is downloaded.
+    Runs in under a minute on 2 CPU cores from a fresh install; nothing is downloaded.
     """
     config = base_config()
     config.epochs = 60
