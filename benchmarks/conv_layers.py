@@ -14,6 +14,7 @@ rather than YNNPACK's), or with XLA's defaults under ``--xla-defaults``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -42,8 +43,6 @@ def median_ms(function, repeats: int) -> float:
 
 
 def jax_pieces(x, w, stride, padding, repeats, compiler_options):
-    import functools
-
     import jax
     import jax.numpy as jnp
 

@@ -14,6 +14,9 @@ on CPU: YNNPACK for matrix products only), or with XLA's defaults under ``--xla-
 from __future__ import annotations
 
 import argparse
+import functools
+import glob
+import gzip
 import json
 import os
 import sys
@@ -33,14 +36,7 @@ from jaxdann.optim import learning_rate_schedule, make_optimizer  # noqa: E402
 from jaxdann.step import TrainState, make_course, make_train_step  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-# The XLA options the steps are compiled with: jaxdann's (what training uses), or XLA's defaults
-# with --xla-defaults.
-COMPILER_OPTIONS: dict = {}
-
-
-def _jit(function, **kwargs):
-    return jax.jit(function, compiler_options=COMPILER_OPTIONS, **kwargs)
+PROFILED_STEPS = 3
 
 
 # Dense peak rates (TFLOP/s) by device kind substring, from the vendors' datasheets (SXM parts):
@@ -96,7 +92,9 @@ def time_jax(
     warmup: int,
     dtype: str,
     profile_dir: str | None = None,
+    compiler_options: dict | None = None,
 ) -> dict:
+    jit = functools.partial(jax.jit, compiler_options=compiler_options or {})
     config = config_lib.base_config()
     model = build_model(
         "alexnet",
@@ -124,7 +122,7 @@ def time_jax(
         optimizer_for(learning_rate, course).init(params),
         learning_rate,
     )
-    step = _jit(
+    step = jit(
         make_train_step(
             model,
             optimizer_for,
@@ -188,19 +186,15 @@ def time_jax(
     return result
 
 
-PROFILED_STEPS = 3
-
-
 def summarize_profile(profile_dir: str, steps: int, top: int = 20) -> dict:
     """Where a step's time goes, from the trace's Perfetto JSON: operations (GPU kernels, or
     XLA:CPU's thunks) grouped by name, self time in milliseconds per step, largest first.
 
-    Device timelines (``/device:...``) are used when the trace has any; otherwise the XLA
-    client's threads on the host (the Python thread, dispatch only, is left out).
+    Device timelines (``/device:...``, their stream lines where named) are used when the trace
+    has any; otherwise the XLA client's threads on the host (the Python thread, dispatch only,
+    is left out). ``busy_ms_per_step`` sums each thread's busy time: with several threads at
+    work it exceeds the step's wall time.
     """
-    import glob
-    import gzip
-
     paths = sorted(
         glob.glob(os.path.join(profile_dir, "**", "perfetto_trace.json.gz"), recursive=True)
     )
@@ -217,8 +211,11 @@ def summarize_profile(profile_dir: str, steps: int, top: int = 20) -> dict:
             threads[(event["pid"], event["tid"])] = event["args"]["name"]
     spans = [event for event in events if event.get("ph") == "X" and "dur" in event]
     on_device = [e for e in spans if processes.get(e["pid"], "").startswith("/device:")]
+    # Kernels sit on the device's stream lines; other device lines (XLA modules, XLA ops) span
+    # the same time again.
+    streams = [e for e in on_device if "stream" in threads.get((e["pid"], e["tid"]), "").lower()]
     if on_device:
-        chosen, timeline = on_device, "device"
+        chosen, timeline = streams or on_device, "device"
     else:  # the client's waits for its worker threads are not work
         chosen = [
             e
@@ -227,29 +224,34 @@ def summarize_profile(profile_dir: str, steps: int, top: int = 20) -> dict:
             and "wait" not in e["name"].lower()
         ]
         timeline = "host XLA threads"
-    # Self time: a span nested in another on the same thread (an executor around its thunks)
-    # is subtracted from its parent, so nothing counts twice.
-    totals, counts = {}, {}
+    # Self time: on each thread, every instant goes to the innermost span open then (the latest
+    # started), so an executor around its thunks, or spans that overlap without nesting, never
+    # count twice; busy time is the union of the spans.
+    totals, counts, busy = {}, {}, 0.0
     by_thread = {}
     for event in chosen:
         by_thread.setdefault((event["pid"], event["tid"]), []).append(event)
+        counts[event["name"]] = counts.get(event["name"], 0) + 1
     for thread_events in by_thread.values():
         thread_events.sort(key=lambda e: (e["ts"], -e["dur"]))
-        open_spans = []  # [end, name]
-        for event in thread_events:
-            while open_spans and open_spans[-1][0] <= event["ts"]:
-                open_spans.pop()
-            if open_spans:
-                totals[open_spans[-1][1]] -= event["dur"]
-            name = event["name"]
-            totals[name] = totals.get(name, 0.0) + event["dur"]
-            counts[name] = counts.get(name, 0) + 1
-            open_spans.append([event["ts"] + event["dur"], name])
+        points = sorted(
+            {e["ts"] for e in thread_events} | {e["ts"] + e["dur"] for e in thread_events}
+        )
+        active, started = [], 0
+        for begin, end in zip(points[:-1], points[1:], strict=True):
+            while started < len(thread_events) and thread_events[started]["ts"] <= begin:
+                active.append(thread_events[started])
+                started += 1
+            active = [e for e in active if e["ts"] + e["dur"] > begin]
+            if active:
+                innermost = max(active, key=lambda e: (e["ts"], -e["dur"]))
+                totals[innermost["name"]] = totals.get(innermost["name"], 0.0) + end - begin
+                busy += end - begin
     ranked = sorted(totals, key=totals.get, reverse=True)
     return {
         "timeline": timeline,
         "trace": paths[-1],
-        "busy_ms_per_step": round(sum(totals.values()) / steps / 1e3, 3),
+        "busy_ms_per_step": round(busy / steps / 1e3, 3),
         "top_ms_per_step": [
             {
                 "name": name[:120],
@@ -271,10 +273,13 @@ def _median_seconds(function, *args, steps: int) -> float:
     return float(np.median(times))
 
 
-def breakdown(batch_size: int, image_size: int, steps: int, dtype: str) -> dict:
+def breakdown(
+    batch_size: int, image_size: int, steps: int, dtype: str, compiler_options: dict | None = None
+) -> dict:
     """Seconds of the step's parts, each jitted alone (median of ``steps``): the feature stack's
     forward and forward + backward over 2B images, both heads' forward + backward on fixed
     features, and the SGD update over all parameters. They overlap less than the fused step."""
+    jit = functools.partial(jax.jit, compiler_options=compiler_options or {})
     import optax
 
     from jaxdann.grl import reverse_gradient
@@ -320,7 +325,7 @@ def breakdown(batch_size: int, image_size: int, steps: int, dtype: str) -> dict:
         return optax.apply_updates(p, updates), state
 
     # The update runs donated, as in the fused step: each call consumes the previous outputs.
-    donated_update = _jit(update, donate_argnums=(0, 1))
+    donated_update = jit(update, donate_argnums=(0, 1))
     updated = jax.tree.map(jnp.copy, (params, opt_state))
     update_times = []
     for index in range(steps + 1):
@@ -329,14 +334,14 @@ def breakdown(batch_size: int, image_size: int, steps: int, dtype: str) -> dict:
         if index:  # the first call compiles
             update_times.append(time.perf_counter() - started)
 
-    features = _jit(extract)(params, images)
+    features = jit(extract)(params, images)
     return {
-        "features_forward_s": _median_seconds(_jit(extract), params, images, steps=steps),
+        "features_forward_s": _median_seconds(jit(extract), params, images, steps=steps),
         "features_forward_backward_s": _median_seconds(
-            _jit(jax.grad(feature_loss)), params["features"], images, steps=steps
+            jit(jax.grad(feature_loss)), params["features"], images, steps=steps
         ),
         "heads_forward_backward_s": _median_seconds(
-            _jit(jax.grad(heads_loss)), params, features, steps=steps
+            jit(jax.grad(heads_loss)), params, features, steps=steps
         ),
         "sgd_update_s": float(np.median(update_times)),
     }
@@ -426,9 +431,7 @@ def main(argv=None) -> int:
         help="compile with XLA's default options instead of jaxdann's (jaxdann.parallel)",
     )
     args = parser.parse_args(argv)
-    COMPILER_OPTIONS.clear()
-    if not args.xla_defaults:
-        COMPILER_OPTIONS.update(parallel.compiler_options())
+    options = {} if args.xla_defaults else parallel.compiler_options()
     device = jax.devices()[0]
     result = {
         "benchmark": "train_step",
@@ -438,10 +441,16 @@ def main(argv=None) -> int:
         "image_size": args.image_size,
         "steps": args.steps,
         "jax_version": jax.__version__,
-        "compiler_options": dict(COMPILER_OPTIONS),
+        "compiler_options": options,
     }
     jax_result = time_jax(
-        args.batch_size, args.image_size, args.steps, args.warmup, args.dtype, args.profile
+        args.batch_size,
+        args.image_size,
+        args.steps,
+        args.warmup,
+        args.dtype,
+        args.profile,
+        compiler_options=options,
     )
     profile = jax_result.pop("profile", None)
     print("jax  :", json.dumps(jax_result), flush=True)
@@ -452,7 +461,9 @@ def main(argv=None) -> int:
         result["profile"] = profile
     result |= {"dtype": args.dtype, **{k: v for k, v in jax_result.items() if k != "framework"}}
     if args.breakdown:
-        parts = breakdown(args.batch_size, args.image_size, args.steps, args.dtype)
+        parts = breakdown(
+            args.batch_size, args.image_size, args.steps, args.dtype, compiler_options=options
+        )
         print("parts:", json.dumps(parts), flush=True)
         result["breakdown"] = parts
     if args.compare_torch:

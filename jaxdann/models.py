@@ -86,9 +86,12 @@ def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     The forward pass is XLA's max ``reduce_window``. The backward pass is written out: each
     window's gradient goes to its first maximal element (in row-major window order, as torch's
     kernels do), by comparing the window positions with the output and placing the selected
-    gradients back with strided pads; elementwise work that XLA fuses. XLA's own gradient,
-    ``select_and_scatter``, materialises index arrays of the input's size on CPU (XLA:CPU, jax
-    0.10: 165 ms against 35 ms for AlexNet's three pools over 32 images; see benchmarks/README.md).
+    gradients back with strided pads; elementwise work that XLA fuses. A window holding a NaN
+    sends its gradient to its first NaN, as torch does. Overlapping windows add up in float32.
+    XLA's own gradient, ``select_and_scatter``, materialises index arrays of the input's size on
+    CPU (XLA:CPU, jax 0.10: 165 ms against 35 ms for AlexNet's three pools over 32 images; see
+    benchmarks/README.md). Being a custom VJP, it supports reverse mode only (``jax.grad``, not
+    ``jax.jvp``), which is all training uses.
     """
     return jax.lax.reduce_window(
         x,
@@ -109,15 +112,17 @@ def _max_pool_backward(window, stride, residuals, grad):
     x, y = residuals
     batch, height, width, channels = x.shape
     _, out_height, out_width, _ = y.shape
-    zero = jnp.zeros((), grad.dtype)
+    zero = jnp.zeros((), jnp.float32)
     taken = jnp.zeros(y.shape, bool)
-    grad_x = jnp.zeros_like(x, dtype=grad.dtype)
+    grad = grad.astype(jnp.float32)
+    grad_x = jnp.zeros(x.shape, jnp.float32)
+    y_is_nan = jnp.isnan(y)
     for i in range(window):
         for j in range(window):
             # The input element at offset (i, j) of every window, as an output-shaped array.
             limit = (batch, i + stride * (out_height - 1) + 1, j + stride * (out_width - 1) + 1)
             candidate = jax.lax.slice(x, (0, i, j, 0), (*limit, channels), (1, stride, stride, 1))
-            hit = (candidate == y) & ~taken
+            hit = ((candidate == y) | (jnp.isnan(candidate) & y_is_nan)) & ~taken
             taken = taken | hit
             # Back to the input's positions: offset (i, j), stride apart (interior padding).
             padding = (
@@ -127,7 +132,7 @@ def _max_pool_backward(window, stride, residuals, grad):
                 (0, 0, 0),
             )
             grad_x = grad_x + jax.lax.pad(jnp.where(hit, grad, zero), zero, padding)
-    return (grad_x,)
+    return (grad_x.astype(x.dtype),)
 
 
 max_pool.defvjp(_max_pool_forward, _max_pool_backward)

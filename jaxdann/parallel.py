@@ -25,9 +25,10 @@ __all__ = [
 # XLA:CPU hands matrix products and convolutions to the YNNPACK library by default (jax 0.10).
 # For AlexNet's and the digits CNN's convolutions XLA's own kernels are faster on the 2-core
 # development machine (the fused step at B=16: 1.23 -> 1.07 s; the demo's training: 38 -> 24 s;
-# benchmarks/README.md), so jaxdann's steps keep YNNPACK for the matrix products only. Setting
-# the option at all also avoids a wrong result the default gives for a matrix product followed by
-# a sum (tests/test_parallel.py).
+# benchmarks/README.md), so jaxdann's train and evaluation steps keep YNNPACK for the matrix
+# products only. Setting the option at all also keeps those steps clear of the default's wrong
+# results for a matrix product followed by a sum (jax-ml/jax#39103, jaxlib 0.10.2;
+# tests/test_parallel.py); jaxdann's other jits compile with XLA's defaults.
 _CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 DATA_AXIS = "data"
@@ -92,7 +93,9 @@ def compiler_options(platform: str | None = None) -> dict[str, str]:
 
     On CPU: YNNPACK for matrix products only (``_CPU_OPTIONS``). Empty on other platforms, where
     the installed XLA does not know the option, and where ``XLA_FLAGS`` already sets it (the
-    user's choice wins).
+    user's choice wins). Cached per process, as XLA_FLAGS is read once; the first call starts the
+    backend, so it comes after :func:`maybe_initialize_distributed` (the trainer builds its
+    steps after it).
     """
     platform = platform or jax.default_backend()
     if platform != "cpu":

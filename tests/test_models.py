@@ -117,6 +117,18 @@ def test_max_pool_and_its_gradient_match_torch_with_ties(window, stride, size):
     np.testing.assert_allclose(float(grad.sum()), float(g.sum()), rtol=1e-5)
 
 
+def test_max_pool_sends_a_window_gradient_to_its_nan_as_torch_does():
+    x = np.arange(2 * 7 * 7, dtype=np.float32).reshape(1, 2, 7, 7)
+    x[0, 0, 1, 1] = x[0, 1, 4, 5] = np.nan
+    x_torch = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.max_pool2d(x_torch, 3, 2).sum().backward()
+    grad = jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2)))(jnp.asarray(x.transpose(0, 2, 3, 1)))
+    assert x_torch.grad[0, 0, 1, 1] == 1  # the NaN's window took it
+    np.testing.assert_array_equal(np.asarray(grad).transpose(0, 3, 1, 2), x_torch.grad.numpy())
+    bf16 = jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2)).astype(jnp.float32))
+    assert bf16(jnp.ones((1, 7, 7, 2), jnp.bfloat16)).dtype == jnp.bfloat16
+
+
 def _count(params):
     return sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
 

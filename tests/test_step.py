@@ -9,7 +9,7 @@ import pytest
 from jaxdann.config import base_config
 from jaxdann.grl import reverse_gradient
 from jaxdann.models import DANN, build_model
-from jaxdann.optim import make_optimizer
+from jaxdann.optim import learning_rate_schedule, make_optimizer
 from jaxdann.step import TrainState, grl_coefficient, make_course, make_train_step, normalize
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -177,8 +177,6 @@ def test_one_compiled_step_serves_runs_of_different_lengths():
     # jaxdann.pairs trains source domains of different sizes: their steps per epoch and total
     # steps reach the step as its traced ``course``, so the step is traced (and compiled) once,
     # and the schedules inside it still follow each run's length.
-    from jaxdann.optim import learning_rate_schedule
-
     model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
     params = _init(model, 28)
 

@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 from PIL import Image
 
 from jaxdann import config as config_lib
@@ -23,12 +24,34 @@ def demo_grid_config(**overrides):
     return config_lib.apply_overrides(config, {k: str(v) for k, v in overrides.items()})
 
 
+@pytest.fixture
+def own_compilation_cache(monkeypatch):
+    """The sweep's own cache folder, whatever the environment says; the process's cache settings
+    are restored afterwards, so later tests do not write into this test's folder."""
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    saved = {
+        name: getattr(jax.config, name)
+        for name in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    }
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+def cached_train_steps(workdir):
+    names = os.listdir(os.path.join(workdir, ".jax_cache"))
+    return [name for name in names if name.startswith("jit_train_step") and name.endswith("-cache")]
+
+
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_grid_writes_results_heatmaps_and_selects_by_validation(tmp_path, monkeypatch, capsys):
+def test_grid_writes_results_heatmaps_and_selects_by_validation(
+    tmp_path, monkeypatch, capsys, own_compilation_cache
+):
     loads = []
     original = input_pipeline.load_experiment_data
     monkeypatch.setattr(
@@ -57,8 +80,7 @@ def test_grid_writes_results_heatmaps_and_selects_by_validation(tmp_path, monkey
     out = capsys.readouterr().out
     assert f"best by validation is {best['optimizer']} lr={best['learning_rate']:g}" in out
     # Cells that differ only in learning rate share one compiled step: 2 optimizers, 2 steps.
-    cached = os.listdir(os.path.join(workdir, ".jax_cache"))
-    assert len([name for name in cached if name.startswith("jit_train_step")]) == 2
+    assert len(cached_train_steps(workdir)) == 2
 
     # A rerun skips finished cells and trains nothing.
     monkeypatch.setattr(
@@ -126,7 +148,7 @@ def _write_tree(root, domains=("photo", "sketch"), classes=("cat", "dog"), per_c
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
 
 
-def test_all_pairs_table(tmp_path, monkeypatch):
+def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache):
     root = tmp_path / "PACS"
     # Domains of different sizes (2 and 3 steps an epoch at batch 8): their runs still share
     # one compiled train step per adaptation, the run length being an argument of the step.
@@ -138,7 +160,6 @@ def test_all_pairs_table(tmp_path, monkeypatch):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
     monkeypatch.setattr(pairs, "enable_compilation_cache", cache_every_compilation)
-    min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
     config = config_lib.base_config()
     overrides = {
         "data.root": str(root),
@@ -157,13 +178,9 @@ def test_all_pairs_table(tmp_path, monkeypatch):
     }
     config = config_lib.apply_overrides(config, overrides)
     workdir = str(tmp_path / "pairs")
-    try:
-        rows = pairs.run_pairs(config, workdir, seeds=[0, 1], domains=["photo", "sketch"])
-    finally:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
+    rows = pairs.run_pairs(config, workdir, seeds=[0, 1], domains=["photo", "sketch"])
     assert len(rows) == 2 * 2 * 2  # ordered pairs x adaptations x seeds
-    cached = os.listdir(os.path.join(workdir, ".jax_cache"))
-    assert len([name for name in cached if name.startswith("jit_train_step")]) == 2
+    assert len(cached_train_steps(workdir)) == 2
     with open(os.path.join(workdir, "pairs.md")) as f:
         table = f.read()
     for pair in ("photo -> sketch", "sketch -> photo", "**average**"):
