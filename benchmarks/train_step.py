@@ -193,7 +193,8 @@ def summarize_profile(profile_dir: str, steps: int, top: int = 20) -> dict:
     Device timelines (``/device:...``, their stream lines where named) are used when the trace
     has any; otherwise the XLA client's threads on the host (the Python thread, dispatch only,
     is left out). ``busy_ms_per_step`` sums each thread's busy time: with several threads at
-    work it exceeds the step's wall time.
+    work it exceeds the step's wall time. XLA:CPU's own (Eigen) convolutions leave no spans in
+    the trace, so on CPU they are missing from both.
     """
     paths = sorted(
         glob.glob(os.path.join(profile_dir, "**", "perfetto_trace.json.gz"), recursive=True)
