@@ -27,6 +27,8 @@ step)
   for batch in 256 512; do
     python3 benchmarks/train_step.py --batch-size $batch --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 --breakdown 2>&1 | tail -2 | tee "$out/step_bf16_b$batch.txt"
   done
+  # Where the bf16 step's time goes: the largest GPU kernels per step (self time).
+  python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 5 --warmup 2 --dtype bfloat16 --profile /tmp/prof_bf16 2>&1 | tail -24 | tee "$out/profile_bf16_b256.txt"
   ;;
 seed)
   python3 benchmarks/seed_experiment.py --root .data/PACS --epochs 30 --config.checkpoint_every_epochs=10 2>&1 | tail -3 | tee "$out/seed_experiment.txt"
