@@ -2,6 +2,8 @@
 # One lent-GPU session in several calls: a call carries at most 64 MiB, so one PACS domain each
 # (carried into the git-ignored .data/PACS/<domain>; it stays on the warm machine between calls).
 #   bash benchmarks/gpu_session.sh step      carry .whl .data/PACS/photo: env, demo, step benchmarks
+#                                            (bf16 also with conv1 space-to-depth / XLA's pool
+#                                            gradient: step_bf16_variants.txt)
 #   bash benchmarks/gpu_session.sh seed      carry .whl .data/PACS/art_painting: the seed experiment
 #   bash benchmarks/gpu_session.sh hold      carry .whl .data/PACS/cartoon: nothing else
 #   bash benchmarks/gpu_session.sh grid      carry .whl .data/PACS/sketch: the seed's grid on PACS
@@ -26,6 +28,10 @@ step)
   python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 20 --warmup 3 --compare-torch 2>&1 | tail -3 | tee "$out/step_f32.txt"
   for batch in 256 512; do
     python3 benchmarks/train_step.py --batch-size $batch --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 --breakdown 2>&1 | tail -2 | tee "$out/step_bf16_b$batch.txt"
+  done
+  # AlexNet's computation variants (same function and parameters): which is faster here?
+  for variant in "--stem space_to_depth" "--pool-gradient xla" "--stem space_to_depth --pool-gradient xla"; do
+    python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 $variant 2>&1 | tail -1 | tee -a "$out/step_bf16_variants.txt"
   done
   # Where the bf16 step's time goes: the largest GPU kernels per step (self time).
   python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 5 --warmup 2 --dtype bfloat16 --profile /tmp/prof_bf16 2>&1 | tail -24 | tee "$out/profile_bf16_b256.txt"

@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py --batch-size 32 --image-size 224 --steps 10 [--dtype bfloat16]
         [--compare-torch] [--breakdown] [--profile DIR] [--xla-defaults]
+        [--stem conv|space_to_depth] [--pool-gradient first_max|xla]
 
 With ``--compare-torch`` it also times a PyTorch eager implementation of the seed's step on the
 same device, batch and size: three forward/backward passes (class loss on source, domain loss on
@@ -9,6 +10,9 @@ source, domain loss on target, as the seed does), then one SGD step; and prints 
 last line printed is one JSON object (``images_per_second`` counts source + target images).
 The jax steps compile with the XLA options training uses (``jaxdann.parallel.compiler_options``;
 on CPU: YNNPACK for matrix products only), or with XLA's defaults under ``--xla-defaults``.
+``--stem`` and ``--pool-gradient`` time AlexNet's computation variants
+(``jaxdann.models.AlexNetFeatures``: conv1 on space-to-depth input, XLA's max-pool gradient):
+the same function and parameters, computed differently.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ def time_jax(
     dtype: str,
     profile_dir: str | None = None,
     compiler_options: dict | None = None,
+    variants: dict | None = None,
 ) -> dict:
     jit = functools.partial(jax.jit, compiler_options=compiler_options or {})
     config = config_lib.base_config()
@@ -101,6 +106,7 @@ def time_jax(
         7,
         adversarial=True,
         dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
+        **(variants or {}),
     )
     course = make_course(steps_per_epoch=100, total_steps=steps + warmup)
 
@@ -275,7 +281,12 @@ def _median_seconds(function, *args, steps: int) -> float:
 
 
 def breakdown(
-    batch_size: int, image_size: int, steps: int, dtype: str, compiler_options: dict | None = None
+    batch_size: int,
+    image_size: int,
+    steps: int,
+    dtype: str,
+    compiler_options: dict | None = None,
+    variants: dict | None = None,
 ) -> dict:
     """Seconds of the step's parts, each jitted alone (median of ``steps``): the feature stack's
     forward and forward + backward over 2B images, both heads' forward + backward on fixed
@@ -286,7 +297,11 @@ def breakdown(
     from jaxdann.grl import reverse_gradient
 
     model = build_model(
-        "alexnet", 7, adversarial=True, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+        "alexnet",
+        7,
+        adversarial=True,
+        dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
+        **(variants or {}),
     )
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.standard_normal((2 * batch_size, image_size, image_size, 3)))
@@ -431,8 +446,21 @@ def main(argv=None) -> int:
         action="store_true",
         help="compile with XLA's default options instead of jaxdann's (jaxdann.parallel)",
     )
+    parser.add_argument(
+        "--stem",
+        choices=("conv", "space_to_depth"),
+        default="conv",
+        help="AlexNet's conv1 as a strided convolution or on space-to-depth input",
+    )
+    parser.add_argument(
+        "--pool-gradient",
+        choices=("first_max", "xla"),
+        default="first_max",
+        help="max-pool gradient: jaxdann's written-out backward or XLA's select_and_scatter",
+    )
     args = parser.parse_args(argv)
     options = {} if args.xla_defaults else parallel.compiler_options()
+    variants = {"stem": args.stem, "pool_gradient": args.pool_gradient}
     device = jax.devices()[0]
     result = {
         "benchmark": "train_step",
@@ -443,6 +471,7 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "jax_version": jax.__version__,
         "compiler_options": options,
+        **variants,
     }
     jax_result = time_jax(
         args.batch_size,
@@ -452,6 +481,7 @@ def main(argv=None) -> int:
         args.dtype,
         args.profile,
         compiler_options=options,
+        variants=variants,
     )
     profile = jax_result.pop("profile", None)
     print("jax  :", json.dumps(jax_result), flush=True)
@@ -463,7 +493,12 @@ def main(argv=None) -> int:
     result |= {"dtype": args.dtype, **{k: v for k, v in jax_result.items() if k != "framework"}}
     if args.breakdown:
         parts = breakdown(
-            args.batch_size, args.image_size, args.steps, args.dtype, compiler_options=options
+            args.batch_size,
+            args.image_size,
+            args.steps,
+            args.dtype,
+            compiler_options=options,
+            variants=variants,
         )
         print("parts:", json.dumps(parts), flush=True)
         result["breakdown"] = parts

@@ -24,6 +24,7 @@ __all__ = [
     "DANN",
     "MLPHead",
     "SmallCNNFeatures",
+    "SpaceToDepthConv",
     "adaptive_avg_pool",
     "max_pool",
     "build_model",
@@ -152,10 +153,82 @@ def adaptive_avg_pool(x: jax.Array, output_size: int) -> jax.Array:
     return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
 
 
+class SpaceToDepthConv(nn.Module):
+    """A strided convolution computed as a stride-1 convolution on space-to-depth input.
+
+    The ``kernel`` (HWIO) and ``bias`` parameters are exactly :class:`flax.linen.Conv`'s, so
+    weights, checkpoints and conversions are unchanged; only the computation differs. The input is
+    cut into ``stride x stride`` blocks whose pixels become channels (AlexNet's conv1: 3 channels,
+    11x11 stride 4 -> 48 channels, 3x3 stride 1), and the kernel, zero-padded to a multiple of the
+    stride, is rearranged to match. Same sums, fewer and fuller tensor-core tiles on a GPU.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    padding: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, height, width, channels = x.shape
+        size, stride, pad = self.kernel_size, self.stride, self.padding
+        fan_in = channels * size * size
+        kernel = self.param(
+            "kernel", torch_uniform(fan_in), (size, size, channels, self.features), jnp.float32
+        )
+        bias = self.param("bias", torch_uniform(fan_in), (self.features,), jnp.float32)
+        blocks = -(-size // stride)  # kernel extent in blocks
+        out_height = (height + 2 * pad - size) // stride + 1
+        out_width = (width + 2 * pad - size) // stride + 1
+        # Exactly the padded extent the output reads, rounded up to whole blocks (a negative
+        # high padding drops rows no window reaches).
+        padded_height = stride * (out_height - 1 + blocks)
+        padded_width = stride * (out_width - 1 + blocks)
+        zero = jnp.zeros((), self.dtype)
+        x = jax.lax.pad(
+            x.astype(self.dtype),
+            zero,
+            (
+                (0, 0, 0),
+                (pad, padded_height - height - pad, 0),
+                (pad, padded_width - width - pad, 0),
+                (0, 0, 0),
+            ),
+        )
+        x = x.reshape(batch, padded_height // stride, stride, padded_width // stride, stride, -1)
+        x = x.transpose(0, 1, 3, 2, 4, 5).reshape(
+            batch, padded_height // stride, padded_width // stride, stride * stride * channels
+        )
+        extra = blocks * stride - size
+        w = jnp.pad(kernel.astype(self.dtype), ((0, extra), (0, extra), (0, 0), (0, 0)))
+        w = w.reshape(blocks, stride, blocks, stride, channels, self.features)
+        w = w.transpose(0, 2, 1, 3, 4, 5).reshape(
+            blocks, blocks, stride * stride * channels, self.features
+        )
+        y = jax.lax.conv_general_dilated(
+            x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return y + bias.astype(self.dtype)
+
+
+def _xla_max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+    """The same forward pass as :func:`max_pool`, differentiated by XLA (``select_and_scatter``)."""
+    return nn.max_pool(x, (window, window), strides=(stride, stride))
+
+
 class AlexNetFeatures(nn.Module):
-    """torchvision's ``alexnet.features`` + ``avgpool`` + flatten (in H, W, C order)."""
+    """torchvision's ``alexnet.features`` + ``avgpool`` + flatten (in H, W, C order).
+
+    ``stem`` and ``pool_gradient`` choose how, not what, is computed (same parameters, same
+    function; ``benchmarks/train_step.py`` compares them on a GPU): ``stem="space_to_depth"``
+    runs conv1 as :class:`SpaceToDepthConv`; ``pool_gradient="xla"`` differentiates the max
+    pools with XLA's ``select_and_scatter`` instead of :func:`max_pool`'s written-out backward.
+    """
 
     dtype: Dtype = jnp.float32
+    stem: str = "conv"
+    pool_gradient: str = "first_max"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -169,9 +242,20 @@ class AlexNetFeatures(nn.Module):
                 f"AlexNet needs images of at least {MIN_ALEXNET_SIZE}x{MIN_ALEXNET_SIZE} pixels, "
                 f"got {images.shape[1]}x{images.shape[2]}; raise data.crop / data.resize."
             )
+        if self.stem not in ("conv", "space_to_depth"):
+            raise ValueError(f"unknown stem {self.stem!r}; choose 'conv' or 'space_to_depth'")
+        if self.pool_gradient not in ("first_max", "xla"):
+            raise ValueError(
+                f"unknown pool_gradient {self.pool_gradient!r}; choose 'first_max' or 'xla'"
+            )
         x = images.astype(self.dtype)
-        pool = lambda y: max_pool(y, 3, 2)  # noqa: E731
-        x = pool(nn.relu(_conv(x, 64, 11, 4, 2, "conv1", self.dtype)))
+        pool_fn = _xla_max_pool if self.pool_gradient == "xla" else max_pool
+        pool = lambda y: pool_fn(y, 3, 2)  # noqa: E731
+        if self.stem == "space_to_depth":
+            x = SpaceToDepthConv(64, 11, 4, 2, self.dtype, name="conv1")(x)
+        else:
+            x = _conv(x, 64, 11, 4, 2, "conv1", self.dtype)
+        x = pool(nn.relu(x))
         x = pool(nn.relu(_conv(x, 192, 5, 1, 2, "conv2", self.dtype)))
         x = nn.relu(_conv(x, 384, 3, 1, 1, "conv3", self.dtype))
         x = nn.relu(_conv(x, 256, 3, 1, 1, "conv4", self.dtype))
@@ -290,14 +374,19 @@ def build_model(
     domain_hidden: Sequence[int] | None = None,
     dropout_rate: float | None = None,
     dtype: Dtype = jnp.float32,
+    stem: str = "conv",
+    pool_gradient: str = "first_max",
 ) -> DANN:
     """Builds the DANN model for ``arch`` in {"alexnet", "small_cnn"}.
 
     ``domain_hidden=None`` gives the domain classifier the label classifier's structure (the
-    seed's choice); ``adversarial=False`` leaves it out.
+    seed's choice); ``adversarial=False`` leaves it out. ``stem`` and ``pool_gradient`` are
+    :class:`AlexNetFeatures`' computation variants (AlexNet only).
     """
+    if arch != "alexnet" and (stem, pool_gradient) != ("conv", "first_max"):
+        raise ValueError(f"stem and pool_gradient variants exist for alexnet only, not {arch!r}")
     if arch == "alexnet":
-        features = AlexNetFeatures(dtype=dtype)
+        features = AlexNetFeatures(dtype=dtype, stem=stem, pool_gradient=pool_gradient)
         hidden, default_dropout = (4096, 4096), 0.5
     elif arch == "small_cnn":
         features = SmallCNNFeatures(dtype=dtype)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxdann.convert import torchvision_to_flax
-from jaxdann.models import AlexNet, adaptive_avg_pool, build_model, max_pool
+from jaxdann.models import AlexNet, AlexNetFeatures, adaptive_avg_pool, build_model, max_pool
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -184,3 +184,45 @@ def test_dann_without_adaptation_is_plain_alexnet():
         AlexNet(7).apply({"params": params}, images),
         rtol=1e-6,
     )
+
+
+@pytest.mark.parametrize("size", [63, 64, 66, 97])
+def test_space_to_depth_stem_and_xla_pool_gradient_compute_the_same_features(size):
+    # Sizes whose conv1 padding ends short of, on, or past a whole 4-pixel block.
+    images = jnp.asarray(np.random.default_rng(size).standard_normal((2, size, size + 1, 3)))
+    images = images.astype(jnp.float32)
+    default = AlexNetFeatures()
+    params = default.init(jax.random.PRNGKey(0), images)
+    expected_grads = None
+    for stem, pool_gradient in (("conv", "first_max"), ("space_to_depth", "xla")):
+        variant = AlexNetFeatures(stem=stem, pool_gradient=pool_gradient)
+        variant_params = variant.init(jax.random.PRNGKey(0), images)
+        # The same parameter tree, shapes and initial values: checkpoints and weights carry over.
+        assert jax.tree.map(jnp.shape, variant_params) == jax.tree.map(jnp.shape, params)
+        np.testing.assert_array_equal(
+            variant_params["params"]["conv1"]["kernel"], params["params"]["conv1"]["kernel"]
+        )
+
+        def loss(p, variant=variant):
+            return jnp.sum(jnp.sin(variant.apply(p, images)))
+
+        value, grads = jax.value_and_grad(loss)(params)
+        if expected_grads is None:
+            expected_value, expected_grads = value, grads
+            continue
+        np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+        for name in ("conv1", "conv2", "conv5"):
+            for leaf in ("kernel", "bias"):
+                np.testing.assert_allclose(
+                    grads["params"][name][leaf],
+                    expected_grads["params"][name][leaf],
+                    rtol=2e-4,
+                    atol=2e-5,
+                )
+
+
+def test_computation_variants_are_checked():
+    with pytest.raises(ValueError, match="stem"):
+        AlexNetFeatures(stem="s2d").init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+    with pytest.raises(ValueError, match="alexnet only"):
+        build_model("small_cnn", 7, adversarial=False, pool_gradient="xla")
