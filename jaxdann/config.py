@@ -74,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.domain_init_from_classifier = True
     config.model.dropout_rate = 0.5
     config.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
+    # How AlexNet computes (the same function and parameters): conv1 as a strided convolution or
+    # on space-to-depth input; the max-pool gradient written out or XLA's select_and_scatter.
+    config.model.stem = "conv"  # conv | space_to_depth
+    config.model.pool_gradient = "first_max"  # first_max | xla
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "pacs"  # pacs | digits (the embedded demo)
@@ -214,6 +218,8 @@ _CHOICES = {
     "optimizer.schedule": ("step", "annealed"),
     "model.arch": ("alexnet", "small_cnn"),
     "model.dtype": ("float32", "bfloat16"),
+    "model.stem": ("conv", "space_to_depth"),
+    "model.pool_gradient": ("first_max", "xla"),
     "data.name": ("pacs", "digits"),
     "data.format": ("folder", "tfds"),
     "data.on_bad": ("error", "skip"),
@@ -245,6 +251,12 @@ def validate(config) -> None:
         raise ConfigError(
             "config key data.target_renderings applies to the digits demo only; "
             "leave it at 1 for PACS."
+        )
+    variants = (flat["model.stem"], flat["model.pool_gradient"])
+    if flat["model.arch"] != "alexnet" and variants != ("conv", "first_max"):
+        raise ConfigError(
+            "config keys model.stem and model.pool_gradient choose how AlexNet computes; "
+            "leave them at conv and first_max for model.arch=small_cnn."
         )
     if not 0 <= flat["grl.warmup_epochs"] < flat["epochs"]:
         raise ConfigError("config key grl.warmup_epochs must be at least 0 and below epochs.")

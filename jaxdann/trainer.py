@@ -70,6 +70,8 @@ def build_from_config(config, num_classes: int):
         domain_hidden=domain_hidden,
         dropout_rate=config.model.dropout_rate,
         dtype=jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32,
+        stem=config.model.stem,
+        pool_gradient=config.model.pool_gradient,
     )
 
 

@@ -89,3 +89,20 @@ def test_command_line_errors_are_one_line_and_exit_2(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
     assert "unrecognised argument '--bogus'" in lines[1]
+
+
+def test_alexnet_computation_variants_reach_the_model_and_are_refused_elsewhere():
+    from jaxdann.trainer import build_from_config
+
+    config = config_lib.apply_overrides(
+        config_lib.base_config(), {"model.stem": "space_to_depth", "model.pool_gradient": "xla"}
+    )
+    config_lib.validate(config)
+    features = build_from_config(config, 7).features
+    assert (features.stem, features.pool_gradient) == ("space_to_depth", "xla")
+    demo = config_lib.apply_overrides(config_lib.demo_config(), {"model.pool_gradient": "xla"})
+    with pytest.raises(config_lib.ConfigError, match="model.pool_gradient"):
+        config_lib.validate(demo)
+    wrong = config_lib.apply_overrides(config_lib.base_config(), {"model.stem": "s2d"})
+    with pytest.raises(config_lib.ConfigError, match="model.stem='s2d' is not one of"):
+        config_lib.validate(wrong)
