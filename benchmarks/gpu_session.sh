@@ -9,6 +9,9 @@
 #   bash benchmarks/gpu_session.sh grid      carry .whl .data/PACS/sketch: the seed's grid on PACS
 #   bash benchmarks/gpu_session.sh pairs     carry .whl: all 12 pairs x 2 adaptations x 3 seeds,
 #                                            8 epochs, no checkpoints (all four domains on hand)
+# .whl holds what the GPU image lacks: `pip download --no-deps -d .whl ml_collections` (the first
+# session's image had everything else jaxdann imports). .data/PACS/<domain>: `mkdir -p .data/PACS &&
+# cp -r ../shared/data/PACS/<domain> .data/PACS/` before the call that carries it.
 # Results go to $OUT (device tool) or ./gpu_out.
 set -uo pipefail
 part=${1:-step}
