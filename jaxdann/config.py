@@ -234,17 +234,50 @@ _POSITIVE = (
     "data.crop",
     "data.target_renderings",
 )
+_NON_NEGATIVE = (
+    "checkpoint_every_epochs",
+    "domain_loss_weight",
+    "grl.coefficient",
+    "grl.gamma",
+    "optimizer.momentum",
+    "optimizer.weight_decay",
+    "optimizer.gamma",
+    "optimizer.clip_norm",
+    "data.limit",
+    "parallel.num_devices",
+)
+NO_VALIDATION = ("", "none")  # data.validation values that mean: no validation data
+DIGITS_VALIDATION = "source_holdout"
 
 
 def validate(config) -> None:
     """Checks the values whose valid set is known; the error names the key and the choices."""
     flat = flatten(config)
     for key, choices in _CHOICES.items():
-        if str(flat[key]).lower() not in choices:
+        if str(flat[key]) not in choices:  # exactly: the code compares the lower-case names
             raise ConfigError(f"config key {key}={flat[key]!r} is not one of {', '.join(choices)}.")
     for key in _POSITIVE:
         if not flat[key] > 0:
             raise ConfigError(f"config key {key}={flat[key]!r} must be positive.")
+    for key in _NON_NEGATIVE:
+        if not flat[key] >= 0:
+            raise ConfigError(f"config key {key}={flat[key]!r} must be 0 or more.")
+    if not 0 <= flat["model.dropout_rate"] < 1:
+        raise ConfigError(
+            f"config key model.dropout_rate={flat['model.dropout_rate']!r} must be in [0, 1)."
+        )
+    if flat["data.name"] == "digits":
+        if flat["data.source"] != "digits":
+            raise ConfigError(
+                f"config key data.source={flat['data.source']!r}: the digits demo's source is "
+                "always 'digits' (use data.name=pacs for PACS domains)."
+            )
+        if flat["data.validation"] not in (DIGITS_VALIDATION, *NO_VALIDATION):
+            raise ConfigError(
+                f"config key data.validation={flat['data.validation']!r}: the digits demo "
+                f"validates on {DIGITS_VALIDATION!r} (a held-out part of the source) or on "
+                "nothing ('none')."
+            )
     if flat["data.crop"] > flat["data.resize"]:
         raise ConfigError("config key data.crop must not exceed data.resize.")
     if flat["data.target_renderings"] != 1 and flat["data.name"] != "digits":

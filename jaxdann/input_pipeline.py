@@ -15,6 +15,8 @@ import dataclasses
 
 import numpy as np
 
+from jaxdann import config as config_lib
+
 __all__ = [
     "Split",
     "ExperimentData",
@@ -126,7 +128,11 @@ def _load_digits(config, shard: tuple[int, int]) -> ExperimentData:
         source=split(splits.source_train),
         target=split(splits.target_train),
         target_eval=split(splits.target_test),
-        validation=split(splits.source_validation),
+        validation=(
+            None
+            if config.data.validation in config_lib.NO_VALIDATION
+            else split(splits.source_validation)
+        ),
         class_names=CLASS_NAMES,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
@@ -137,7 +143,8 @@ def _load_pacs(config, domains: dict | None, shard: tuple[int, int]) -> Experime
     from jaxdann import data as pacs
 
     data = config.data
-    validation_names = [name for name in data.validation.split(",") if name]
+    validation = "" if data.validation in config_lib.NO_VALIDATION else data.validation
+    validation_names = [name for name in validation.split(",") if name]
     for name in validation_names:
         if name in (data.source, data.target):
             raise ValueError(

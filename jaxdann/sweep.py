@@ -58,9 +58,14 @@ def enable_compilation_cache(directory: str) -> None:
 
 
 def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
-    """Trains one run unless its summary exists; a diverged run is recorded, not fatal."""
-    from jaxdann.trainer import TrainingDiverged, train_and_evaluate
+    """Trains one run unless its summary exists; a diverged run is recorded, not fatal.
 
+    A folder holding a run with other settings is an error (``trainer.check_workdir``), never
+    reported as this config's result.
+    """
+    from jaxdann.trainer import TrainingDiverged, check_workdir, train_and_evaluate
+
+    check_workdir(config, workdir)
     summary_path = os.path.join(workdir, "summary.json")
     if os.path.exists(summary_path):
         with open(summary_path) as f:
@@ -88,7 +93,7 @@ def run_grid(
     """Trains every (adaptation, optimizer, learning rate) cell; writes results and heat maps."""
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
-    if config.data.validation in ("", "none"):
+    if config.data.validation in config_lib.NO_VALIDATION:
         raise config_lib.ConfigError(
             "the sweep selects on validation data, but config key data.validation is empty; "
             "name held-out domains (PACS) or use the demo's 'source_holdout'."

@@ -45,6 +45,7 @@ __all__ = [
     "read_pretrained",
     "initial_params",
     "build_from_config",
+    "check_workdir",
 ]
 
 
@@ -154,30 +155,53 @@ def initial_params(
     return jax.tree.map(jnp.asarray, params)
 
 
-def _prepare_workdir(config, workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    resolved = config_lib.to_dict(config)
+def _trained_epochs(workdir: str) -> int:
+    """Epochs an earlier run in ``workdir`` finished: its metrics rows or checkpoints."""
     checkpoints = os.path.join(workdir, "checkpoints")
-    has_progress = os.path.isdir(checkpoints) and any(
-        name.isdigit() for name in os.listdir(checkpoints)
+    saved = (
+        [int(n) for n in os.listdir(checkpoints) if n.isdigit()]
+        if os.path.isdir(checkpoints)
+        else []
     )
-    if has_progress and os.path.exists(path):
-        with open(path) as f:
-            previous = config_lib.flatten(json.load(f))
-        current = config_lib.flatten(resolved)
-        # Keys added to jaxdann after the run started are not compared: it never had them.
-        differing = sorted(
-            key for key in previous if key != "epochs" and previous[key] != current.get(key)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    rows = len(plots.read_metrics(metrics)) if os.path.exists(metrics) else 0
+    return max([rows, *saved])
+
+
+def check_workdir(config, workdir: str) -> None:
+    """Refuses a run folder whose earlier run used other settings or ran more epochs than asked.
+
+    Resuming and extending (a larger ``epochs``) are allowed; anything else would mix two runs
+    in one folder or overwrite finished results.
+    """
+    path = os.path.join(workdir, "config.json")
+    trained = _trained_epochs(workdir) if os.path.isdir(workdir) else 0
+    if not trained or not os.path.exists(path):
+        return
+    with open(path) as f:
+        previous = config_lib.flatten(json.load(f))
+    current = config_lib.flatten(config_lib.to_dict(config))
+    # Keys added to jaxdann after the run started are not compared: it never had them.
+    differing = sorted(
+        key for key in previous if key != "epochs" and previous[key] != current.get(key)
+    )
+    if differing:
+        raise config_lib.ConfigError(
+            f"{workdir} holds a run with a different config ({', '.join(differing)}); "
+            "resume with the same settings (only epochs may grow) or choose a new --workdir."
         )
-        if differing:
-            raise config_lib.ConfigError(
-                f"{workdir} holds a run with a different config ({', '.join(differing)}); "
-                "resume with the same settings (only epochs may grow) or choose a new --workdir."
-            )
+    if trained > int(config.epochs):
+        raise config_lib.ConfigError(
+            f"{workdir} holds a run that trained {trained} epochs, more than epochs="
+            f"{config.epochs}; ask for at least {trained} or choose a new --workdir."
+        )
+
+
+def _write_config(config, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(resolved, f, indent=2, sort_keys=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config_lib.to_dict(config), f, indent=2, sort_keys=True)
 
 
 def _read_metrics(path: str, up_to_epoch: int) -> list[dict]:
@@ -226,10 +250,11 @@ def train_and_evaluate(
             "data.shard_per_host with several processes needs train_and_evaluate to load the "
             "data itself (pass no data=)."
         )
-    _prepare_workdir(config, workdir)
+    check_workdir(config, workdir)
 
     if data is None:
         data = feeds.load_shard(config, shard)
+    _write_config(config, workdir)  # only now: a run that cannot start leaves no folder behind
     model = build_from_config(config, len(data.class_names))
     feed = feeds.make_feed(data, config, mesh, make_eval_step(model, mean=data.mean, std=data.std))
     batch_size, epochs = int(config.batch_size), int(config.epochs)

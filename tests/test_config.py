@@ -106,3 +106,21 @@ def test_alexnet_computation_variants_reach_the_model_and_are_refused_elsewhere(
     wrong = config_lib.apply_overrides(config_lib.base_config(), {"model.stem": "s2d"})
     with pytest.raises(config_lib.ConfigError, match="model.stem='s2d' is not one of"):
         config_lib.validate(wrong)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"adaptation": "DANN"}, "adaptation='DANN' is not one of dann, none"),
+        ({"grl.schedule": "CONSTANT"}, "grl.schedule='CONSTANT' is not one of"),
+        ({"model.dropout_rate": "1.5"}, r"model.dropout_rate=1.5 must be in \[0, 1\)"),
+        ({"checkpoint_every_epochs": "-1"}, "checkpoint_every_epochs=-1 must be 0 or more"),
+        ({"optimizer.weight_decay": "-0.1"}, "optimizer.weight_decay=-0.1 must be 0 or more"),
+        ({"data.source": "photo"}, "the digits demo's source is always 'digits'"),
+        ({"data.validation": "cartoon"}, "validates on 'source_holdout'"),
+    ],
+)
+def test_values_the_code_would_misread_are_refused(overrides, message):
+    config = config_lib.apply_overrides(config_lib.demo_config(), overrides)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)

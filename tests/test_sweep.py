@@ -92,6 +92,25 @@ def test_grid_writes_results_heatmaps_and_selects_by_validation(
     assert [row["target_accuracy"] for row in again] == [row["target_accuracy"] for row in rows]
 
 
+def test_rerun_with_other_settings_is_refused_not_reported_as_done(tmp_path, capsys):
+    workdir = str(tmp_path / "grid")
+    rows = sweep.run_grid(demo_grid_config(), workdir, [0.01], ["sgd"], ["dann"])
+    with open(os.path.join(workdir, "results.csv")) as f:
+        before = f.read()
+    changed = demo_grid_config(**{"grl.coefficient": 1.0})
+    with pytest.raises(config_lib.ConfigError, match=r"different config \(grl\.coefficient\)"):
+        sweep.run_grid(changed, workdir, [0.01], ["sgd"], ["dann"])
+    with open(os.path.join(workdir, "results.csv")) as f:
+        assert f.read() == before  # the first grid's results are kept
+    assert rows[0]["status"] == "trained"
+    argv = ["--workdir", workdir, "--learning_rates", "0.01", "--optimizers", "sgd"]
+    argv += ["--adaptations", "dann"]
+    demo = config_lib.flatten(config_lib.demo_config())
+    argv += [f"--config.{k}={v}" for k, v in config_lib.flatten(changed).items() if v != demo[k]]
+    assert sweep.main(argv) == 2
+    assert "different config" in capsys.readouterr().err
+
+
 def test_interrupted_cell_resumes(tmp_path):
     from jaxdann.trainer import train_and_evaluate
 

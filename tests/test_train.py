@@ -8,6 +8,7 @@ import pytest
 
 from jaxdann import config as config_lib
 from jaxdann import input_pipeline
+from jaxdann.data import DataError
 from jaxdann.trainer import TrainingDiverged, train_and_evaluate
 
 TRAINING_KEYS = (
@@ -136,6 +137,37 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
     train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
     with pytest.raises(config_lib.ConfigError, match=r"different config \(optimizer\.name\)"):
         train_and_evaluate(tiny_config(epochs=1, **{"optimizer.name": "adam"}), workdir)
+
+
+def test_fewer_epochs_than_trained_is_refused_and_the_run_kept(tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config(epochs=2), workdir, progress=False)
+    with open(os.path.join(workdir, "config.json")) as f:
+        config_before = f.read()
+    with pytest.raises(config_lib.ConfigError, match="trained 2 epochs, more than epochs=1"):
+        train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read() == config_before
+    assert [row["epoch"] for row in read_rows(workdir)] == [1, 2]
+
+
+def test_a_run_that_cannot_load_its_data_leaves_no_folder(tmp_path):
+    config = config_lib.apply_overrides(
+        config_lib.base_config(),
+        {"data.root": str(tmp_path / "no_pacs_here"), "model.pretrained": "none"},
+    )
+    workdir = tmp_path / "run"
+    with pytest.raises(DataError, match="no_pacs_here"):
+        train_and_evaluate(config, str(workdir), progress=False)
+    assert not workdir.exists()
+
+
+def test_the_demo_without_validation_reports_none(tmp_path):
+    summary = train_and_evaluate(
+        tiny_config(epochs=1, **{"data.validation": "none"}), str(tmp_path / "run"), progress=False
+    )
+    assert summary["validation_accuracy"] is None
+    assert read_rows(str(tmp_path / "run"))[0].get("validation_accuracy") is None
 
 
 def test_target_labels_never_change_training(tmp_path, monkeypatch):
