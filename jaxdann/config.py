@@ -140,6 +140,8 @@ def load_config(path: str | None) -> ml_collections.ConfigDict:
     """Loads ``get_config()`` from a Python file (``None``: the embedded demo)."""
     if path is None:
         return demo_config()
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder; name one of its .py files.")
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist; see configs/ for the experiments.")
     directory = os.path.dirname(os.path.abspath(path))
@@ -153,15 +155,26 @@ def load_config(path: str | None) -> ml_collections.ConfigDict:
         sys.path.remove(directory)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} defines no get_config() function.")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except TypeError as error:  # ConfigDict refuses a value of another type than the key's
+        raise ConfigError(f"config file {path}: {error}") from None
     _check_keys(config, base_config(), path)
     return config
 
 
 def _check_keys(config, reference, where: str) -> None:
-    unknown = sorted(set(flatten(config)) - set(flatten(reference)))
+    flat, expected = flatten(config), flatten(reference)
+    unknown = sorted(set(flat) - set(expected))
     if unknown:
         raise ConfigError(f"{where}: unknown config keys {', '.join(unknown)}.")
+    for key, value in flat.items():
+        kind = type(expected[key])
+        if not isinstance(value, kind) and not (kind is float and type(value) is int):
+            raise ConfigError(
+                f"{where}: config key {key}={value!r} should be of type {kind.__name__}, "
+                f"like its default {expected[key]!r}."
+            )
 
 
 def flatten(config, prefix: str = "") -> dict[str, Any]:

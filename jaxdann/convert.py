@@ -172,7 +172,13 @@ def _load_torch_state_dict(torch_weights: str | None) -> Mapping[str, Any]:
     if torch_weights is not None:
         if not os.path.isfile(torch_weights):
             raise SystemExit(f"--torch-weights {torch_weights}: no such file")
-        state = torch.load(torch_weights, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(torch_weights, map_location="cpu", weights_only=True)
+        except Exception as error:  # unpickling, zip and tensor errors all differ in type
+            raise SystemExit(
+                f"--torch-weights {torch_weights}: not a torch state_dict file torch can read "
+                f"({type(error).__name__}); pass torchvision's alexnet-owt-7be5be79.pth."
+            ) from None
         if isinstance(state, Mapping) and "state_dict" in state:
             state = state["state_dict"]
         return state

@@ -1,6 +1,7 @@
 """Source-only and DANN on every ordered pair of PACS domains, over several seeds.
 
-    python -m jaxdann.pairs --config configs/pacs_dann.py --workdir runs/pairs --seeds 0,1,2
+    python -m jaxdann.pairs --config configs/pacs_dann.py --workdir runs/pairs --seeds 0,1,2 \\
+        [--domains photo,art_painting,cartoon,sketch] [--config.KEY=VALUE ...]
 
 Reports mean +- sample std of the final target accuracy per pair and the average over pairs, as
 published domain-adaptation tables do; adversarial training is unstable, so the spread matters
@@ -82,8 +83,9 @@ def _mean_std(values: list[float]) -> str:
     values = [v for v in values if math.isfinite(v)]
     if not values:
         return "diverged"
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.4f} +- {std:.4f}"
+    if len(values) == 1:  # one seed: no spread to report
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} +- {float(np.std(values, ddof=1)):.4f}"
 
 
 def summarize_pairs(rows: list[dict]) -> str:
@@ -127,14 +129,31 @@ def main(argv: list[str] | None = None) -> int:
         config, _, given = config_lib.config_from_command_line(
             argv, "jaxdann.pairs", ("workdir", "seeds", "domains"), required=("workdir",)
         )
-        seeds = [int(s) for s in given.get("seeds", "0,1,2").split(",") if s]
+        try:
+            seeds = [int(s) for s in given.get("seeds", "0,1,2").split(",") if s]
+        except ValueError:
+            raise config_lib.ConfigError(
+                f"--seeds={given['seeds']}: expected integers like 0,1,2"
+            ) from None
         domains = [d for d in given.get("domains", ",".join(DOMAINS)).split(",") if d]
-        if len(domains) < 2:
-            raise config_lib.ConfigError("--domains needs at least two domains")
+        if len(set(domains)) < 2 or len(set(domains)) != len(domains):
+            raise config_lib.ConfigError(
+                f"--domains={given.get('domains')}: name at least two different domains, "
+                f"each once (from {', '.join(DOMAINS)})"
+            )
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise config_lib.ConfigError(f"--seeds={given.get('seeds')}: name each seed once")
         run_pairs(config, given["workdir"], seeds, domains)
-    except (config_lib.ConfigError, ValueError, FileNotFoundError) as error:
+    except (config_lib.ConfigError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; rerun the same command: finished runs are skipped, the "
+            "interrupted one resumes",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -104,17 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = collect_rows(args.folders)
-    except FileNotFoundError as error:
+        markdown = format_markdown(rows)
+        os.makedirs(args.output, exist_ok=True)
+        with open(os.path.join(args.output, "report.md"), "w") as f:
+            f.write(markdown)
+        with open(os.path.join(args.output, "report.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    os.makedirs(args.output, exist_ok=True)
-    markdown = format_markdown(rows)
-    with open(os.path.join(args.output, "report.md"), "w") as f:
-        f.write(markdown)
-    with open(os.path.join(args.output, "report.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
     print(markdown, end="")
     return 0
 

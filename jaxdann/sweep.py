@@ -1,7 +1,11 @@
 """The seed's learning-rate x optimizer grid, selected on held-out data, with heat maps.
 
     python -m jaxdann.sweep --config configs/pacs_dann.py --workdir runs/grid \\
-        --learning_rates 0.01,0.001,0.00001 --optimizers sgd,adam,rmsprop [--config.KEY=VALUE ...]
+        --learning_rates 0.01,0.001,0.00001 --optimizers sgd,adam,rmsprop \\
+        [--adaptations none,dann] [--config.KEY=VALUE ...]
+
+``--adaptations`` defaults to the config's ``adaptation``; with both, every output below gets
+the adaptation as a suffix (``heatmap_validation_dann.png``, ``best_curves_none.png``).
 
 Every cell is an ordinary run folder under the sweep folder (resumable, with its curves). The
 best cell is chosen by validation accuracy: data that is neither the training source nor the
@@ -214,9 +218,16 @@ def main(argv: list[str] | None = None) -> int:
             given.get("adaptations", config.adaptation), "adaptations", ("none", "dann")
         )
         run_grid(config, given["workdir"], learning_rates, optimizers, adaptations)
-    except (config_lib.ConfigError, ValueError, FileNotFoundError) as error:
+    except (config_lib.ConfigError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; rerun the same command: finished cells are skipped, the "
+            "interrupted one resumes",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -42,9 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = train_and_evaluate(config, workdir)
-    except (TrainingDiverged, config_lib.ConfigError, FileNotFoundError, ValueError) as error:
+    except (TrainingDiverged, config_lib.ConfigError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; rerun the same command to resume {workdir} from its last checkpoint "
+            "(config key checkpoint_every_epochs sets how often one is saved)",
+            file=sys.stderr,
+        )
+        return 130
     import jax  # after train_and_evaluate: it may have started the distributed runtime
 
     if jax.process_index() != 0:

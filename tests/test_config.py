@@ -80,6 +80,23 @@ def test_config_file_errors(tmp_path):
     )
     with pytest.raises(config_lib.ConfigError, match="unknown config keys learning_rat"):
         config_lib.load_config(str(extra))
+    with pytest.raises(config_lib.ConfigError, match="is a folder"):
+        config_lib.load_config(str(tmp_path))
+    typed = tmp_path / "typed.py"
+    typed.write_text(
+        "from jaxdann.config import demo_config\n"
+        "def get_config():\n    c = demo_config()\n    c.epochs = '2'\n    return c\n"
+    )
+    with pytest.raises(config_lib.ConfigError, match="typed.py: .*epochs"):
+        config_lib.load_config(str(typed))
+    built = tmp_path / "built.py"
+    built.write_text(
+        "from jaxdann.config import demo_config\n"
+        "def get_config():\n    c = demo_config().to_dict()\n    c['epochs'] = '2'\n"
+        "    import ml_collections\n    return ml_collections.ConfigDict(c)\n"
+    )
+    with pytest.raises(config_lib.ConfigError, match="epochs='2' should be of type int"):
+        config_lib.load_config(str(built))
 
 
 def test_command_line_errors_are_one_line_and_exit_2(capsys):
@@ -124,3 +141,18 @@ def test_values_the_code_would_misread_are_refused(overrides, message):
     config = config_lib.apply_overrides(config_lib.demo_config(), overrides)
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config)
+
+
+def test_an_unusable_run_folder_or_an_interrupt_is_one_line(tmp_path, capsys, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    assert train.main(["--workdir", str(afile), "--config.epochs=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "afile" in err[0]
+
+    def interrupted(config, workdir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("jaxdann.trainer.train_and_evaluate", interrupted)
+    assert train.main(["--workdir", str(tmp_path / "run")]) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err

@@ -210,3 +210,17 @@ def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache):
     mean, std = np.mean(photo_to_sketch), np.std(photo_to_sketch, ddof=1)
     assert f"{mean:.4f} +- {std:.4f}" in table
     assert os.path.exists(os.path.join(workdir, "photo_to_sketch", "dann", "seed1", "summary.json"))
+
+
+def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys):
+    assert pairs.main(["--workdir", "x", "--domains", "photo,photo"]) == 2
+    assert "at least two different domains" in capsys.readouterr().err
+    assert pairs.main(["--workdir", "x", "--seeds", "zero"]) == 2
+    assert "--seeds=zero: expected integers" in capsys.readouterr().err
+    rows = [
+        {"source": "a", "target": "b", "adaptation": adaptation, "seed": 0, "target_accuracy": acc}
+        for adaptation, acc in (("none", 0.25), ("dann", 0.5))
+    ]
+    table = pairs.summarize_pairs(rows)
+    assert "| a -> b | 0.2500 | 0.5000 | 1 |" in table
+    assert "+-" not in table
