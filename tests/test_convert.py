@@ -86,6 +86,10 @@ def test_cli_rejects_a_wrong_file(tmp_path):
         convert.main(["--torch-weights", str(pth), "--output", str(tmp_path / "x.msgpack")])
     with pytest.raises(SystemExit, match="no such file"):
         convert.main(["--torch-weights", str(tmp_path / "absent.pth")])
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(SystemExit, match="corrupt.pth: not a torch state_dict file"):
+        convert.main(["--torch-weights", str(corrupt), "--output", str(tmp_path / "y.msgpack")])
 
 
 def test_offline_download_fails_with_one_sentence(tmp_path, monkeypatch):
