@@ -17,12 +17,17 @@ import sys
 
 __all__ = ["collect_rows", "format_markdown", "main"]
 
-COLUMNS = ("model", "train_accuracy", "test_accuracy", "validation_accuracy", "folder")
+COLUMNS = ("model", "task", "train_accuracy", "test_accuracy", "validation_accuracy", "folder")
 
 
 def _model_name(adaptation: str, learning_rate: float, optimizer: str) -> str:
     prefix = "ADAP" if adaptation == "dann" else "NO ADAP"
     return f"{prefix} {learning_rate:g} {optimizer.upper()}"
+
+
+def _task(config: dict) -> str:
+    data = config.get("data", {})
+    return f"{data.get('source', '?')} -> {data.get('target', '?')}"
 
 
 def _run_row(folder: str) -> dict:
@@ -33,6 +38,7 @@ def _run_row(folder: str) -> dict:
     optimizer = config["optimizer"]
     return {
         "model": _model_name(config["adaptation"], optimizer["learning_rate"], optimizer["name"]),
+        "task": _task(config),
         "train_accuracy": summary["final_source_accuracy"],
         "test_accuracy": summary["final_target_accuracy"],
         "validation_accuracy": summary.get("validation_accuracy"),
@@ -54,9 +60,15 @@ def _sweep_rows(folder: str) -> list[dict]:
         if not scored:
             continue
         best = max(scored, key=lambda cell: float(cell["validation_accuracy"]))
+        cell_config = os.path.join(best["run_folder"], "config.json")
+        task = "?"
+        if os.path.exists(cell_config):
+            with open(cell_config) as f:
+                task = _task(json.load(f))
         rows.append(
             {
                 "model": _model_name(adaptation, float(best["learning_rate"]), best["optimizer"]),
+                "task": task,
                 "train_accuracy": float(best["train_accuracy"]),
                 "test_accuracy": float(best["target_accuracy"]),
                 "validation_accuracy": float(best["validation_accuracy"]),
@@ -88,12 +100,13 @@ def _number(value) -> str:
 
 def format_markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | train accuracy | test accuracy | validation accuracy |",
-        "|---|---|---|---|",
+        "| model | source -> target | train accuracy | test accuracy | validation accuracy |",
+        "|---|---|---|---|---|",
     ]
     for row in rows:
         cells = (row["train_accuracy"], row["test_accuracy"], row["validation_accuracy"])
-        lines.append(f"| {row['model']} | " + " | ".join(_number(v) for v in cells) + " |")
+        numbers = " | ".join(_number(v) for v in cells)
+        lines.append(f"| {row['model']} | {row['task']} | {numbers} |")
     return "\n".join(lines) + "\n"
 
 

@@ -151,6 +151,8 @@ def test_report_from_runs_and_sweeps(tmp_path):
     with open(os.path.join(single, "summary.json")) as f:
         summary = json.load(f)
     assert f"{summary['final_target_accuracy']:.4f}" in markdown
+    assert {row["task"] for row in rows} == {"digits -> digits_textured"}
+    assert "| NO ADAP 0.01 SGD | digits -> digits_textured |" in markdown
     with pytest.raises(SystemExit):
         report.main([])
     assert report.main([str(tmp_path)]) == 2
