@@ -404,6 +404,15 @@ def _format_row(row: dict, epochs: int) -> str:
     return text + f"  ({row['epoch_time_s']:.1f}s)"
 
 
+def _data_root(config) -> str | None:
+    """The PACS folder a run read (an empty ``data.root`` resolved), for the record."""
+    if config.data.name != "pacs" or config.data.format != "folder":
+        return None
+    from jaxdann.data import default_root
+
+    return os.path.abspath(config.data.root or default_root())
+
+
 def _finish(config, workdir, history, labels, predictions, data, feed, mesh, started) -> dict:
     """Per-class accuracy, the confusion matrix, summary.json and the figures."""
     if not history:
@@ -431,6 +440,7 @@ def _finish(config, workdir, history, labels, predictions, data, feed, mesh, sta
         "data_sharded_per_host": bool(config.data.shard_per_host),
         "rows_per_process": feed.rows_per_process,
         "platform": jax.devices()[0].platform,
+        "data_root": _data_root(config),
         "train_time_s": round(sum(row["epoch_time_s"] for row in history), 2),
         "wall_time_s": round(time.time() - started, 2),
     }

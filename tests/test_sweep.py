@@ -211,7 +211,8 @@ def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache):
     ]
     mean, std = np.mean(photo_to_sketch), np.std(photo_to_sketch, ddof=1)
     assert f"{mean:.4f} +- {std:.4f}" in table
-    assert os.path.exists(os.path.join(workdir, "photo_to_sketch", "dann", "seed1", "summary.json"))
+    with open(os.path.join(workdir, "photo_to_sketch", "dann", "seed1", "summary.json")) as f:
+        assert json.load(f)["data_root"] == str(root)  # the folder read, for the record
 
 
 def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys):
