@@ -177,7 +177,8 @@ def _load_torch_state_dict(torch_weights: str | None) -> Mapping[str, Any]:
         except Exception as error:  # unpickling, zip and tensor errors all differ in type
             raise SystemExit(
                 f"--torch-weights {torch_weights}: not a torch state_dict file torch can read "
-                f"({type(error).__name__}); pass torchvision's alexnet-owt-7be5be79.pth."
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                "pass torchvision's alexnet-owt-7be5be79.pth."
             ) from None
         if isinstance(state, Mapping) and "state_dict" in state:
             state = state["state_dict"]

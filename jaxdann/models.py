@@ -160,7 +160,9 @@ class SpaceToDepthConv(nn.Module):
     weights, checkpoints and conversions are unchanged; only the computation differs. The input is
     cut into ``stride x stride`` blocks whose pixels become channels (AlexNet's conv1: 3 channels,
     11x11 stride 4 -> 48 channels, 3x3 stride 1), and the kernel, zero-padded to a multiple of the
-    stride, is rearranged to match. Same sums, fewer and fuller tensor-core tiles on a GPU.
+    stride, is rearranged to match. Same sums, fewer and fuller tensor-core tiles on a GPU. (The
+    zero taps of the padded kernel also meet pixels the convolution never reads, so an inf or NaN
+    there, which normalised images do not hold, would reach the output.)
     """
 
     features: int

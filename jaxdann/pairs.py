@@ -80,12 +80,17 @@ def run_pairs(config, workdir: str, seeds: Sequence[int], domains: Sequence[str]
 
 
 def _mean_std(values: list[float]) -> str:
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
+    """Mean +- sample std of the finite values, saying how many runs diverged (NaN)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
         return "diverged"
-    if len(values) == 1:  # one seed: no spread to report
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} +- {float(np.std(values, ddof=1)):.4f}"
+    if len(finite) == 1:  # no spread to report
+        text = f"{finite[0]:.4f}"
+    else:
+        text = f"{np.mean(finite):.4f} +- {float(np.std(finite, ddof=1)):.4f}"
+    if len(finite) < len(values):
+        text += f" ({len(finite)} of {len(values)}; {len(values) - len(finite)} diverged)"
+    return text
 
 
 def summarize_pairs(rows: list[dict]) -> str:
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(
             "\ninterrupted; rerun the same command: finished runs are skipped, the "
-            "interrupted one resumes",
+            "interrupted one resumes from its last checkpoint (or restarts, if it saved none)",
             file=sys.stderr,
         )
         return 130

@@ -60,11 +60,15 @@ def _sweep_rows(folder: str) -> list[dict]:
         if not scored:
             continue
         best = max(scored, key=lambda cell: float(cell["validation_accuracy"]))
-        cell_config = os.path.join(best["run_folder"], "config.json")
-        task = "?"
-        if os.path.exists(cell_config):
-            with open(cell_config) as f:
-                task = _task(json.load(f))
+        # Cells sit directly under the sweep folder; results.csv holds the path as typed then.
+        cell_config = os.path.join(folder, os.path.basename(best["run_folder"]), "config.json")
+        if not os.path.exists(cell_config):
+            raise FileNotFoundError(
+                f"{cell_config} is missing: {folder}/results.csv names a cell that is not in "
+                "the sweep folder; rerun the sweep there or pass its cells' run folders."
+            )
+        with open(cell_config) as f:
+            task = _task(json.load(f))
         rows.append(
             {
                 "model": _model_name(adaptation, float(best["learning_rate"]), best["optimizer"]),

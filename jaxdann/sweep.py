@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(
             "\ninterrupted; rerun the same command: finished cells are skipped, the "
-            "interrupted one resumes",
+            "interrupted one resumes from its last checkpoint (or restarts, if it saved none)",
             file=sys.stderr,
         )
         return 130

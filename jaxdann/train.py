@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted; rerun the same command to resume {workdir} from its last checkpoint "
-            "(config key checkpoint_every_epochs sets how often one is saved)",
+            f"\ninterrupted; rerun with --workdir {workdir} (and the same settings) to resume "
+            "from its last checkpoint (config key checkpoint_every_epochs sets how often one is "
+            "saved; with none it restarts)",
             file=sys.stderr,
         )
         return 130

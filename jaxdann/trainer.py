@@ -46,6 +46,7 @@ __all__ = [
     "initial_params",
     "build_from_config",
     "check_workdir",
+    "RESUMABLE_KEYS",
 ]
 
 
@@ -168,22 +169,43 @@ def _trained_epochs(workdir: str) -> int:
     return max([rows, *saved])
 
 
+# Keys a resumed run may change: the run length, how it computes (the same function, rounded
+# differently) and what it prints or caches. Everything else must match the folder's run.
+RESUMABLE_KEYS = frozenset(
+    {
+        "epochs",
+        "model.stem",
+        "model.pool_gradient",
+        "parallel.num_devices",
+        "log_every_epoch",
+        "eval.validation_every_epoch",
+        "data.cache_dir",
+    }
+)
+
+
 def check_workdir(config, workdir: str) -> None:
     """Refuses a run folder whose earlier run used other settings or ran more epochs than asked.
 
-    Resuming and extending (a larger ``epochs``) are allowed; anything else would mix two runs
-    in one folder or overwrite finished results.
+    Resuming and extending (a larger ``epochs``) are allowed, as is changing a key of
+    :data:`RESUMABLE_KEYS` (how the run computes or reports, not what it trains); anything else
+    would mix two runs in one folder or overwrite finished results.
     """
     path = os.path.join(workdir, "config.json")
     trained = _trained_epochs(workdir) if os.path.isdir(workdir) else 0
     if not trained or not os.path.exists(path):
         return
-    with open(path) as f:
-        previous = config_lib.flatten(json.load(f))
+    try:
+        with open(path) as f:
+            previous = config_lib.flatten(json.load(f))
+    except json.JSONDecodeError as error:
+        raise config_lib.ConfigError(
+            f"{path} is not valid JSON ({error}); restore it or choose a new --workdir."
+        ) from None
     current = config_lib.flatten(config_lib.to_dict(config))
     # Keys added to jaxdann after the run started are not compared: it never had them.
     differing = sorted(
-        key for key in previous if key != "epochs" and previous[key] != current.get(key)
+        key for key in previous if key not in RESUMABLE_KEYS and previous[key] != current.get(key)
     )
     if differing:
         raise config_lib.ConfigError(
@@ -200,8 +222,10 @@ def check_workdir(config, workdir: str) -> None:
 def _write_config(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        path = os.path.join(workdir, "config.json")
+        with open(f"{path}.tmp", "w") as f:  # replaced whole: never a half-written file
             json.dump(config_lib.to_dict(config), f, indent=2, sort_keys=True)
+        os.replace(f"{path}.tmp", path)
 
 
 def _read_metrics(path: str, up_to_epoch: int) -> list[dict]:

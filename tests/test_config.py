@@ -155,4 +155,4 @@ def test_an_unusable_run_folder_or_an_interrupt_is_one_line(tmp_path, capsys, mo
 
     monkeypatch.setattr("jaxdann.trainer.train_and_evaluate", interrupted)
     assert train.main(["--workdir", str(tmp_path / "run")]) == 130
-    assert "rerun the same command to resume" in capsys.readouterr().err
+    assert f"rerun with --workdir {tmp_path / 'run'}" in capsys.readouterr().err

@@ -1,12 +1,20 @@
 """The Flax AlexNet equals torchvision's, logits and every intermediate layer."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxdann.convert import torchvision_to_flax
-from jaxdann.models import AlexNet, AlexNetFeatures, adaptive_avg_pool, build_model, max_pool
+from jaxdann.models import (
+    AlexNet,
+    AlexNetFeatures,
+    SpaceToDepthConv,
+    adaptive_avg_pool,
+    build_model,
+    max_pool,
+)
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -186,39 +194,75 @@ def test_dann_without_adaptation_is_plain_alexnet():
     )
 
 
-@pytest.mark.parametrize("size", [63, 64, 66, 97])
-def test_space_to_depth_stem_and_xla_pool_gradient_compute_the_same_features(size):
-    # Sizes whose conv1 padding ends short of, on, or past a whole 4-pixel block.
-    images = jnp.asarray(np.random.default_rng(size).standard_normal((2, size, size + 1, 3)))
-    images = images.astype(jnp.float32)
-    default = AlexNetFeatures()
-    params = default.init(jax.random.PRNGKey(0), images)
-    expected_grads = None
-    for stem, pool_gradient in (("conv", "first_max"), ("space_to_depth", "xla")):
-        variant = AlexNetFeatures(stem=stem, pool_gradient=pool_gradient)
-        variant_params = variant.init(jax.random.PRNGKey(0), images)
-        # The same parameter tree, shapes and initial values: checkpoints and weights carry over.
-        assert jax.tree.map(jnp.shape, variant_params) == jax.tree.map(jnp.shape, params)
-        np.testing.assert_array_equal(
-            variant_params["params"]["conv1"]["kernel"], params["params"]["conv1"]["kernel"]
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(
+    "kernel,stride,padding,size",
+    # AlexNet's conv1 (its padded input ends 0-3 pixels short of a whole block), kernels that are
+    # not a multiple of the stride, and (4, 4, 0, 13), whose input runs past the last block the
+    # output reads (cropped by a negative padding).
+    [(11, 4, 2, 63), (11, 4, 2, 66), (4, 4, 0, 13), (5, 2, 1, 12), (3, 2, 0, 10)],
+)
+def test_space_to_depth_conv_equals_the_strided_convolution(kernel, stride, padding, size, dtype):
+    images = np.random.default_rng(size).standard_normal((2, size, size + 1, 3))
+    images = jnp.asarray(images, jnp.float32)
+    plain = nn.Conv(
+        5, (kernel, kernel), strides=stride, padding=[(padding, padding)] * 2, dtype=dtype
+    )
+    s2d = SpaceToDepthConv(5, kernel, stride, padding, dtype)
+    params = s2d.init(jax.random.PRNGKey(0), images)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, plain.init(jax.random.PRNGKey(0), images)
+    )
+    expected = plain.apply(params, images)
+    actual = s2d.apply(params, images)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    tolerance = 1e-5 if dtype == jnp.float32 else 3e-2
+    scale = float(jnp.max(jnp.abs(expected.astype(jnp.float32))))
+    np.testing.assert_allclose(
+        actual.astype(jnp.float32), expected.astype(jnp.float32), atol=tolerance * scale
+    )
+    grads = [
+        jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply(p, images).astype(jnp.float32))))(params)
+        for m in (plain, s2d)
+    ]
+    for leaf in ("kernel", "bias"):
+        reference = grads[0]["params"][leaf]
+        np.testing.assert_allclose(
+            grads[1]["params"][leaf],
+            reference,
+            atol=tolerance * float(jnp.max(jnp.abs(reference))),
         )
 
-        def loss(p, variant=variant):
-            return jnp.sum(jnp.sin(variant.apply(p, images)))
 
-        value, grads = jax.value_and_grad(loss)(params)
-        if expected_grads is None:
-            expected_value, expected_grads = value, grads
-            continue
-        np.testing.assert_allclose(value, expected_value, rtol=1e-5)
-        for name in ("conv1", "conv2", "conv5"):
-            for leaf in ("kernel", "bias"):
-                np.testing.assert_allclose(
-                    grads["params"][name][leaf],
-                    expected_grads["params"][name][leaf],
-                    rtol=2e-4,
-                    atol=2e-5,
-                )
+@pytest.mark.parametrize("stem,pool_gradient", [("space_to_depth", "first_max"), ("conv", "xla")])
+def test_each_alexnet_variant_computes_the_same_features(stem, pool_gradient):
+    images = jnp.asarray(np.random.default_rng(1).standard_normal((2, 67, 70, 3)), jnp.float32)
+    default = AlexNetFeatures()
+    params = default.init(jax.random.PRNGKey(0), images)
+    variant = AlexNetFeatures(stem=stem, pool_gradient=pool_gradient)
+    # The same parameter tree and initial values: checkpoints and weights carry over.
+    variant_params = variant.init(jax.random.PRNGKey(0), images)
+    assert jax.tree.map(jnp.shape, variant_params) == jax.tree.map(jnp.shape, params)
+    for name in ("conv1", "conv5"):
+        np.testing.assert_array_equal(
+            variant_params["params"][name]["kernel"], params["params"][name]["kernel"]
+        )
+    np.testing.assert_allclose(
+        variant.apply(params, images), default.apply(params, images), rtol=1e-5, atol=1e-6
+    )
+
+    def loss(p, model):
+        return jnp.sum(jnp.sin(model.apply(p, images)))
+
+    expected, actual = (jax.grad(loss)(params, model) for model in (default, variant))
+    for name in ("conv1", "conv2", "conv5"):
+        for leaf in ("kernel", "bias"):
+            np.testing.assert_allclose(
+                actual["params"][name][leaf],
+                expected["params"][name][leaf],
+                rtol=2e-4,
+                atol=2e-5,
+            )
 
 
 def test_computation_variants_are_checked():

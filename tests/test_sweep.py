@@ -24,10 +24,11 @@ def demo_grid_config(**overrides):
     return config_lib.apply_overrides(config, {k: str(v) for k, v in overrides.items()})
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def own_compilation_cache(monkeypatch):
     """The sweep's own cache folder, whatever the environment says; the process's cache settings
-    are restored afterwards, so later tests do not write into this test's folder."""
+    are restored afterwards, so later tests do not write into this test's folder (every test
+    here: a sweep points the process's cache into its tmp folder)."""
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
     saved = {
         name: getattr(jax.config, name)
@@ -153,6 +154,13 @@ def test_report_from_runs_and_sweeps(tmp_path):
     assert f"{summary['final_target_accuracy']:.4f}" in markdown
     assert {row["task"] for row in rows} == {"digits -> digits_textured"}
     assert "| NO ADAP 0.01 SGD | digits -> digits_textured |" in markdown
+    moved = str(tmp_path / "moved_grid")  # results.csv keeps the paths as typed then
+    os.rename(grid, moved)
+    assert {row["task"] for row in report.collect_rows([moved])} == {"digits -> digits_textured"}
+    for cell in os.listdir(moved):
+        if os.path.exists(os.path.join(moved, cell, "config.json")):
+            os.remove(os.path.join(moved, cell, "config.json"))
+    assert report.main([moved, "--output", output]) == 2
     with pytest.raises(SystemExit):
         report.main([])
     assert report.main([str(tmp_path)]) == 2
@@ -216,6 +224,7 @@ def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache):
 
 
 def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys):
+    nan = float("nan")
     assert pairs.main(["--workdir", "x", "--domains", "photo,photo"]) == 2
     assert "at least two different domains" in capsys.readouterr().err
     assert pairs.main(["--workdir", "x", "--seeds", "zero"]) == 2
@@ -227,3 +236,10 @@ def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys):
     table = pairs.summarize_pairs(rows)
     assert "| a -> b | 0.2500 | 0.5000 | 1 |" in table
     assert "+-" not in table
+    rows = [  # two of three DANN seeds diverged: said, not shown as a one-seed result
+        {"source": "a", "target": "b", "adaptation": adaptation, "seed": seed, "target_accuracy": a}
+        for adaptation, accuracies in (("none", (0.3, 0.31, 0.29)), ("dann", (0.5, nan, nan)))
+        for seed, a in enumerate(accuracies)
+    ]
+    table = pairs.summarize_pairs(rows)
+    assert "| a -> b | 0.3000 +- 0.0100 | 0.5000 (1 of 3; 2 diverged) | 3 |" in table

@@ -151,6 +151,21 @@ def test_fewer_epochs_than_trained_is_refused_and_the_run_kept(tmp_path):
     assert [row["epoch"] for row in read_rows(workdir)] == [1, 2]
 
 
+def test_resuming_may_change_how_a_run_reports_not_what_it_trains(tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
+    reporting = {"log_every_epoch": "true", "eval.validation_every_epoch": "true"}
+    train_and_evaluate(tiny_config(epochs=2, **reporting), workdir, progress=False)
+    rows = read_rows(workdir)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["eval"]["validation_every_epoch"] is True
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write('{"epochs": 2, "se')  # a damaged file is named, not a bare JSON error
+    with pytest.raises(config_lib.ConfigError, match="config.json is not valid JSON"):
+        train_and_evaluate(tiny_config(epochs=2), workdir, progress=False)
+
+
 def test_a_run_that_cannot_load_its_data_leaves_no_folder(tmp_path):
     config = config_lib.apply_overrides(
         config_lib.base_config(),
