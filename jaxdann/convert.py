@@ -1,7 +1,8 @@
 """torchvision AlexNet weights -> Flax params, and the command that writes them to ``weights/``.
 
-python -m jaxdann.convert --torch-weights alexnet-owt-7be5be79.pth --output weights/alexnet.msgpack
-python -m jaxdann.convert --output weights/alexnet.msgpack   # asks torchvision (needs network)
+python -m jaxdann.convert --torch-weights alexnet-owt-7be5be79.pth \
+    --output weights/alexnet_imagenet.msgpack
+python -m jaxdann.convert --output weights/alexnet_imagenet.msgpack   # asks torchvision (network)
 """
 
 from __future__ import annotations

@@ -10,7 +10,14 @@ from jaxdann.config import base_config
 from jaxdann.grl import reverse_gradient
 from jaxdann.models import DANN, build_model
 from jaxdann.optim import learning_rate_schedule, make_optimizer
-from jaxdann.step import TrainState, grl_coefficient, make_course, make_train_step, normalize
+from jaxdann.step import (
+    TrainState,
+    augment,
+    grl_coefficient,
+    make_course,
+    make_train_step,
+    normalize,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -310,3 +317,28 @@ def test_two_steps_move_parameters_like_the_seeds_pytorch_step():
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), params, expected)
     assert max(jax.tree.leaves(moved)) > 1e-4  # the steps did move the weights
     _assert_trees_close(state.params, expected, 1e-5)
+
+
+def test_augment_flips_and_crops_without_inventing_pixels():
+    images = np.random.default_rng(0).integers(0, 256, (16, 16, 12, 3)).astype(np.uint8)
+    flipped = np.asarray(augment(jnp.asarray(images), jax.random.PRNGKey(0), flip=True, crop=False))
+    mirrored = [
+        np.array_equal(out, image[:, ::-1]) for out, image in zip(flipped, images, strict=True)
+    ]
+    kept = [np.array_equal(out, image) for out, image in zip(flipped, images, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
+
+    cropped = np.asarray(augment(jnp.asarray(images), jax.random.PRNGKey(1), flip=False, crop=True))
+    pad = 2  # 1/8 of the height, on both axes
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    offsets = []
+    for out, source in zip(cropped, padded, strict=True):
+        found = [
+            (a, b)
+            for a in range(2 * pad + 1)
+            for b in range(2 * pad + 1)
+            if np.array_equal(out, source[a : a + 16, b : b + 12])
+        ]
+        assert found, "a crop that is no window of the reflect-padded image"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 1  # random offsets, not one fixed window

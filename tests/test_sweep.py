@@ -147,6 +147,9 @@ def test_report_from_runs_and_sweeps(tmp_path):
     with open(os.path.join(output, "report.md")) as f:
         markdown = f.read()
     rows = read_csv(os.path.join(output, "report.csv"))
+    for name in ("heatmap_train", "heatmap_validation", "heatmap_target_oracle", "best_curves"):
+        for adaptation in ("none", "dann"):  # two adaptations: one figure each, suffixed
+            assert os.path.exists(os.path.join(grid, f"{name}_{adaptation}.png"))
     assert [row["model"] for row in rows][0] == "NO ADAP 0.01 SGD"
     assert {row["model"].split()[0] for row in rows[1:]} == {"NO", "ADAP"}  # best of each
     with open(os.path.join(single, "summary.json")) as f:

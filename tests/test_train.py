@@ -86,6 +86,10 @@ def test_checkpoint_every_zero_saves_none(tmp_path):
     train_and_evaluate(config, workdir, progress=False)
     assert os.listdir(os.path.join(workdir, "checkpoints")) == []
     assert os.path.exists(os.path.join(workdir, "summary.json"))
+    first = read_rows(workdir)
+    # Nothing to resume from: the same command trains again from the start, to the same result.
+    train_and_evaluate(config, workdir, progress=False)
+    assert training_part(read_rows(workdir)) == training_part(first)
 
 
 def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
@@ -155,15 +159,17 @@ def test_resuming_may_change_how_a_run_reports_not_what_it_trains(tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
     reporting = {"log_every_epoch": "true", "eval.validation_every_epoch": "true"}
-    train_and_evaluate(tiny_config(epochs=2, **reporting), workdir, progress=False)
+    train_and_evaluate(tiny_config(epochs=3, **reporting), workdir, progress=False)
     rows = read_rows(workdir)
-    assert [row["epoch"] for row in rows] == [1, 2]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    # Validation every epoch from the resumption on, not only at the last one.
+    assert all(row["validation_accuracy"] is not None for row in rows[1:])
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["eval"]["validation_every_epoch"] is True
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write('{"epochs": 2, "se')  # a damaged file is named, not a bare JSON error
+        f.write('{"epochs": 3, "se')  # a damaged file is named, not a bare JSON error
     with pytest.raises(config_lib.ConfigError, match="config.json is not valid JSON"):
-        train_and_evaluate(tiny_config(epochs=2), workdir, progress=False)
+        train_and_evaluate(tiny_config(epochs=3), workdir, progress=False)
 
 
 def test_a_run_that_cannot_load_its_data_leaves_no_folder(tmp_path):
