@@ -342,3 +342,21 @@ def test_augment_flips_and_crops_without_inventing_pixels():
         assert found, "a crop that is no window of the reflect-padded image"
         offsets.append(found[0])
     assert len(set(offsets)) > 1  # random offsets, not one fixed window
+
+
+def test_domain_loss_weight_scales_both_domain_losses():
+    model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
+    params, batch = _init(model, 28), _batch(28)
+    losses = {}
+    for weight in (0.0, 2.5):
+        config = _config(0.3)
+        config.domain_loss_weight = weight
+        _, metrics = _one_step(model, params, batch, config, optax.sgd(0.0))
+        count = float(metrics["source_count"])
+        domain = (metrics["domain_loss_source"] + metrics["domain_loss_target"]) / count
+        losses[weight] = (float(metrics["loss"]), float(metrics["class_loss"]) / count, domain)
+    # Weight 0: the class loss alone; weight 2.5: plus 2.5 times the two domain means.
+    assert losses[0.0][0] == pytest.approx(losses[0.0][1], rel=1e-6)
+    loss, class_loss, domain = losses[2.5]
+    assert loss == pytest.approx(class_loss + 2.5 * float(domain), rel=1e-5)
+    assert float(domain) > 0.1

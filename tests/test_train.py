@@ -364,3 +364,11 @@ def test_pretrained_weights_load_into_the_dann_model(tmp_path, monkeypatch):
     junk.write_bytes(b"\x00 not msgpack")
     with pytest.raises(Exception, match="not a jaxdann weights file"):
         train_and_evaluate(tiny_config(**{"model.pretrained": str(junk)}), str(tmp_path / "run"))
+
+
+def test_grl_warmup_epochs_hold_the_coefficient_at_zero(tmp_path):
+    config = tiny_config(epochs=2, **{"grl.warmup_epochs": 1, "grl.schedule": "constant"})
+    train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+    rows = read_rows(str(tmp_path / "run"))
+    assert rows[0]["grl_coefficient"] == 0.0
+    assert rows[1]["grl_coefficient"] == pytest.approx(float(config.grl.coefficient))
