@@ -8,7 +8,9 @@
 #   bash benchmarks/gpu_session.sh hold      carry .whl .data/PACS/cartoon: nothing else
 #   bash benchmarks/gpu_session.sh grid      carry .whl .data/PACS/sketch: the seed's grid on PACS
 #   bash benchmarks/gpu_session.sh pairs     carry .whl: all 12 pairs x 2 adaptations x 3 seeds,
-#                                            8 epochs, no checkpoints (all four domains on hand)
+#                                            8 epochs, no checkpoints (all four domains on hand);
+#                                            if it times out, call it again on the warm machine:
+#                                            finished runs in /tmp/pairs are skipped
 # .whl holds what the GPU image lacks: `pip download --no-deps -d .whl ml_collections` (the first
 # session's image had everything else jaxdann imports). .data/PACS/<domain>: `mkdir -p .data/PACS &&
 # cp -r ../shared/data/PACS/<domain> .data/PACS/` before the call that carries it.
