@@ -89,6 +89,12 @@ def _peak(dtype: str) -> float | None:
     return None
 
 
+def _alexnet_dann(dtype: str, variants: dict | None) -> DANN:
+    """The seed's model: AlexNet, 7 classes, the domain head; ``variants``: stem, pool_gradient."""
+    compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    return build_model("alexnet", 7, adversarial=True, dtype=compute, **(variants or {}))
+
+
 def time_jax(
     batch_size: int,
     image_size: int,
@@ -101,13 +107,7 @@ def time_jax(
 ) -> dict:
     jit = functools.partial(jax.jit, compiler_options=compiler_options or {})
     config = config_lib.base_config()
-    model = build_model(
-        "alexnet",
-        7,
-        adversarial=True,
-        dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
-        **(variants or {}),
-    )
+    model = _alexnet_dann(dtype, variants)
     course = make_course(steps_per_epoch=100, total_steps=steps + warmup)
 
     def optimizer_for(lr, course):
@@ -296,13 +296,7 @@ def breakdown(
 
     from jaxdann.grl import reverse_gradient
 
-    model = build_model(
-        "alexnet",
-        7,
-        adversarial=True,
-        dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
-        **(variants or {}),
-    )
+    model = _alexnet_dann(dtype, variants)
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.standard_normal((2 * batch_size, image_size, image_size, 3)))
     images = images.astype(jnp.float32)
