@@ -210,7 +210,7 @@ def check_workdir(config, workdir: str) -> None:
     if differing:
         raise config_lib.ConfigError(
             f"{workdir} holds a run with a different config ({', '.join(differing)}); "
-            "resume with the same settings (only epochs may grow) or choose a new --workdir."
+            "resume with the same settings (epochs may grow) or choose a new --workdir."
         )
     if trained > int(config.epochs):
         raise config_lib.ConfigError(
