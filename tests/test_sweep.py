@@ -224,6 +224,12 @@ def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache):
     assert f"{mean:.4f} +- {std:.4f}" in table
     with open(os.path.join(workdir, "photo_to_sketch", "dann", "seed1", "summary.json")) as f:
         assert json.load(f)["data_root"] == str(root)  # the folder read, for the record
+    # Rerun with other settings: refused at the first run folder, the table kept.
+    changed = config_lib.apply_overrides(config, {"optimizer.name": "adam"})
+    with pytest.raises(config_lib.ConfigError, match=r"different config \(optimizer\.name\)"):
+        pairs.run_pairs(changed, workdir, seeds=[0, 1], domains=["photo", "sketch"])
+    with open(os.path.join(workdir, "pairs.md")) as f:
+        assert f.read() == table
 
 
 def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys):
