@@ -222,10 +222,8 @@ def check_workdir(config, workdir: str) -> None:
 def _write_config(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        path = os.path.join(workdir, "config.json")
-        with open(f"{path}.tmp", "w") as f:  # replaced whole: never a half-written file
-            json.dump(config_lib.to_dict(config), f, indent=2, sort_keys=True)
-        os.replace(f"{path}.tmp", path)
+        text = json.dumps(config_lib.to_dict(config), indent=2, sort_keys=True)
+        _replace_text(os.path.join(workdir, "config.json"), text)
 
 
 def _read_metrics(path: str, up_to_epoch: int) -> list[dict]:
@@ -234,12 +232,15 @@ def _read_metrics(path: str, up_to_epoch: int) -> list[dict]:
     return [row for row in plots.read_metrics(path) if row["epoch"] <= up_to_epoch]
 
 
+def _replace_text(path: str, text: str) -> None:
+    """Writes ``path`` whole, through a temporary file: never a half-written file."""
+    with open(f"{path}.tmp", "w") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)
+
+
 def _write_jsonl(path: str, rows: list[dict]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+    _replace_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _to_python(value):
