@@ -23,7 +23,7 @@ import numpy as np
 from jaxdann import config as config_lib
 from jaxdann import input_pipeline
 from jaxdann.data import DOMAINS
-from jaxdann.sweep import enable_compilation_cache, run_cell
+from jaxdann.sweep import enable_compilation_cache, run_cell, start_processes
 
 __all__ = ["run_pairs", "summarize_pairs", "main"]
 
@@ -36,6 +36,7 @@ def run_pairs(config, workdir: str, seeds: Sequence[int], domains: Sequence[str]
         raise config_lib.ConfigError(
             "jaxdann.pairs runs PACS domain pairs; use a PACS config such as configs/pacs_dann.py."
         )
+    reports = start_processes(config, "jaxdann.pairs")
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
     loaded = input_pipeline.load_pacs_domains(config, list(domains))
@@ -53,7 +54,8 @@ def run_pairs(config, workdir: str, seeds: Sequence[int], domains: Sequence[str]
                     folder = os.path.join(
                         workdir, f"{source}_to_{target}", adaptation, f"seed{seed}"
                     )
-                    print(f"{source} -> {target} {adaptation} seed {seed}")
+                    if reports:
+                        print(f"{source} -> {target} {adaptation} seed {seed}")
                     data = input_pipeline.load_experiment_data(run, domains=loaded)
                     summary, status = run_cell(run, folder, data)
                     accuracy = summary["final_target_accuracy"] if summary else math.nan
@@ -68,6 +70,8 @@ def run_pairs(config, workdir: str, seeds: Sequence[int], domains: Sequence[str]
                             "run_folder": folder,
                         }
                     )
+    if not reports:
+        return rows
     with open(os.path.join(workdir, "pairs_runs.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

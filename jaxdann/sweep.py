@@ -31,10 +31,17 @@ import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdann import config as config_lib
-from jaxdann import input_pipeline, plots
+from jaxdann import input_pipeline, parallel, plots
 from jaxdann.optim import OPTIMIZERS
 
-__all__ = ["run_grid", "run_cell", "enable_compilation_cache", "main", "RESULT_COLUMNS"]
+__all__ = [
+    "run_grid",
+    "run_cell",
+    "enable_compilation_cache",
+    "start_processes",
+    "main",
+    "RESULT_COLUMNS",
+]
 
 RESULT_COLUMNS = (
     "adaptation",
@@ -61,6 +68,22 @@ def enable_compilation_cache(directory: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def start_processes(config, tool: str) -> bool:
+    """Joins the other processes of a multi-host run (if any); True where this one reports.
+
+    Every process trains every run (each run's mesh spans all of them); only process 0 prints
+    and writes the tool's own tables and figures, as only it writes a run's files.
+    """
+    parallel.maybe_initialize_distributed(config.parallel.distributed)
+    if config.data.shard_per_host and jax.process_count() > 1:
+        raise config_lib.ConfigError(
+            f"{tool} loads the data once for all its runs, so config key data.shard_per_host "
+            f"cannot be true on {jax.process_count()} processes; set it to false (every process "
+            "then holds all of the data)."
+        )
+    return jax.process_index() == 0
+
+
 def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
     """Trains one run unless its summary exists; a diverged run is recorded, not fatal.
 
@@ -79,7 +102,8 @@ def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
     try:
         return train_and_evaluate(config, workdir, data=data, progress=False), "trained"
     except TrainingDiverged as error:
-        print(f"  {workdir}: {error}")
+        if jax.process_index() == 0:
+            print(f"  {workdir}: {error}")
         return None, "diverged"
 
 
@@ -95,6 +119,7 @@ def run_grid(
     adaptations: Sequence[str],
 ) -> list[dict]:
     """Trains every (adaptation, optimizer, learning rate) cell; writes results and heat maps."""
+    reports = start_processes(config, "jaxdann.sweep")
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
     if config.data.validation in config_lib.NO_VALIDATION:
@@ -113,7 +138,8 @@ def run_grid(
                 cell.optimizer.learning_rate = float(learning_rate)
                 config_lib.validate(cell)
                 folder = os.path.join(workdir, _cell_name(adaptation, optimizer, learning_rate))
-                print(f"cell {adaptation} {optimizer} lr={learning_rate:g} -> {folder}")
+                if reports:
+                    print(f"cell {adaptation} {optimizer} lr={learning_rate:g} -> {folder}")
                 summary, status = run_cell(cell, folder, data)
                 summary = summary or {}
                 rows.append(
@@ -128,8 +154,10 @@ def run_grid(
                         "run_folder": folder,
                     }
                 )
-                _write_csv(rows, workdir)  # after every cell: a long grid shows progress
-    _write_results(rows, workdir, learning_rates, optimizers, adaptations)
+                if reports:
+                    _write_csv(rows, workdir)  # after every cell: a long grid shows progress
+    if reports:
+        _write_results(rows, workdir, learning_rates, optimizers, adaptations)
     return rows
 
 

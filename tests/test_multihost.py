@@ -1,5 +1,6 @@
 """Two processes on one machine (2 CPU devices each) train like one process with 4 devices."""
 
+import csv
 import json
 import os
 import socket
@@ -33,8 +34,10 @@ def _rows(workdir):
         return [json.loads(line) for line in f]
 
 
-def _run_two_processes(workdir, overrides, *, expect_success=True, timeout=300):
-    """``python -m jaxdann.train`` as 2 processes x 2 CPU devices; returns their outputs."""
+def _run_two_processes(
+    workdir, overrides, *, expect_success=True, timeout=300, module="jaxdann.train"
+):
+    """``python -m MODULE`` as 2 processes x 2 CPU devices; returns their outputs."""
     port = _free_port()
     processes = []
     for process_id in range(2):
@@ -46,7 +49,7 @@ def _run_two_processes(workdir, overrides, *, expect_success=True, timeout=300):
             "JAX_NUM_PROCESSES": "2",
             "JAX_PROCESS_ID": str(process_id),
         }
-        command = [sys.executable, "-m", "jaxdann.train", "--workdir", workdir, *overrides]
+        command = [sys.executable, "-m", module, "--workdir", workdir, *overrides]
         processes.append(
             subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         )
@@ -139,3 +142,26 @@ def test_a_bad_image_in_one_shard_stops_every_process(tmp_path):
     assert "process 1 could not load its data shard" in outputs[1]
     assert "1.png" in outputs[1]
     assert "process(es) 1 could not load their data shard" in outputs[0]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
+def test_a_sweep_on_two_processes_trains_every_cell_and_reports_once(tmp_path):
+    workdir = str(tmp_path / "grid")
+    grid = ["--learning_rates", "0.01,0.001", "--optimizers", "sgd", "--config.epochs=1"]
+    overrides = [*grid, *OVERRIDES[1:]]
+    outputs = _run_two_processes(workdir, overrides, module="jaxdann.sweep")
+    with open(os.path.join(workdir, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["learning_rate"], row["status"]) for row in rows] == [
+        ("0.01", "trained"),
+        ("0.001", "trained"),
+    ]
+    for row in rows:
+        with open(os.path.join(row["run_folder"], "summary.json")) as f:
+            summary = json.load(f)
+        assert summary["num_processes"] == 2 and summary["num_devices"] == 4
+        assert float(row["validation_accuracy"]) == summary["validation_accuracy"]
+    assert os.path.exists(os.path.join(workdir, "heatmap_validation.png"))
+    # Process 0 alone names the cells and the choice (and writes the table and figures).
+    assert [out.count("best by validation") for out in outputs] == [1, 0]
+    assert [out.count("cell dann sgd") for out in outputs] == [2, 0]

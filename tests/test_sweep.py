@@ -252,3 +252,17 @@ def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys):
     ]
     table = pairs.summarize_pairs(rows)
     assert "| a -> b | 0.3000 +- 0.0100 | 0.5000 (1 of 3; 2 diverged) | 3 |" in table
+
+
+def test_sweep_and_pairs_refuse_sharded_data_on_several_processes(tmp_path, monkeypatch, capsys):
+    # As if started as process 0 of 2: refused before any data is read (the root does not exist).
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    pacs_config = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "pacs_dann.py")
+    missing = f"--config.data.root={tmp_path / 'no_such_pacs'}"
+    for tool, extra in ((sweep, []), (pairs, ["--config", pacs_config, missing])):
+        argv = ["--workdir", str(tmp_path / tool.__name__), "--config.data.shard_per_host=true"]
+        assert tool.main([*argv, *extra]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1, error
+        assert f"{tool.__name__} loads the data once" in error
+        assert "data.shard_per_host cannot be true on 2 processes" in error
