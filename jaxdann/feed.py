@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxdann import config as config_lib
 from jaxdann import input_pipeline, parallel
 
 __all__ = ["DevicePools", "HostShards", "check_process_count", "load_shard", "make_feed"]
@@ -263,8 +264,7 @@ def check_process_count(workdir: str, *, resuming: bool) -> None:
     """
     path = os.path.join(workdir, "shards.json")
     if resuming and os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)["process_count"]
+        recorded = config_lib.read_json(path)["process_count"]
         if recorded != jax.process_count():
             raise ValueError(
                 f"{workdir} was trained with data.shard_per_host on {recorded} processes; resume "

@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             "interrupted one resumes from its last checkpoint (or restarts, if it saved none)",
             file=sys.stderr,
         )
-        return 130
+        return config_lib.INTERRUPTED
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    config_lib.exit_process(main())

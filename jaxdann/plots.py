@@ -15,8 +15,19 @@ __all__ = ["read_metrics", "plot_curves", "plot_confusion", "plot_heatmap"]
 
 
 def read_metrics(path: str) -> list[dict]:
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path}, line {number}: not valid JSON ({error.msg}); restore the file or "
+                    "choose a new --workdir."
+                ) from None
+    return rows
 
 
 def plot_curves(metrics_path: str, output_path: str, title: str = "") -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import sys
+
+from jaxdann import config as config_lib
 
 __all__ = ["collect_rows", "format_markdown", "main"]
 
@@ -31,10 +32,8 @@ def _task(config: dict) -> str:
 
 
 def _run_row(folder: str) -> dict:
-    with open(os.path.join(folder, "summary.json")) as f:
-        summary = json.load(f)
-    with open(os.path.join(folder, "config.json")) as f:
-        config = json.load(f)
+    summary = config_lib.read_json(os.path.join(folder, "summary.json"))
+    config = config_lib.read_json(os.path.join(folder, "config.json"))
     optimizer = config["optimizer"]
     return {
         "model": _model_name(config["adaptation"], optimizer["learning_rate"], optimizer["name"]),
@@ -67,8 +66,7 @@ def _sweep_rows(folder: str) -> list[dict]:
                 f"{cell_config} is missing: {folder}/results.csv names a cell that is not in "
                 "the sweep folder; rerun the sweep there or pass its cells' run folders."
             )
-        with open(cell_config) as f:
-            task = _task(json.load(f))
+        task = _task(config_lib.read_json(cell_config))
         rows.append(
             {
                 "model": _model_name(adaptation, float(best["learning_rate"]), best["optimizer"]),
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(markdown, end="")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
 import os
 import shutil
@@ -95,8 +94,7 @@ def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
     check_workdir(config, workdir)
     summary_path = os.path.join(workdir, "summary.json")
     if os.path.exists(summary_path):
-        with open(summary_path) as f:
-            summary = json.load(f)
+        summary = config_lib.read_json(summary_path)
         if summary.get("epochs") == config.epochs:
             return summary, "done earlier"
     try:
@@ -255,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             "interrupted one resumes from its last checkpoint (or restarts, if it saved none)",
             file=sys.stderr,
         )
-        return 130
+        return config_lib.INTERRUPTED
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    config_lib.exit_process(main())

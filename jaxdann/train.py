@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             "saved; with none it restarts)",
             file=sys.stderr,
         )
-        return 130
+        return config_lib.INTERRUPTED
     import jax  # after train_and_evaluate: it may have started the distributed runtime
 
     if jax.process_index() != 0:
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    config_lib.exit_process(main())

@@ -156,17 +156,12 @@ def initial_params(
     return jax.tree.map(jnp.asarray, params)
 
 
-def _trained_epochs(workdir: str) -> int:
-    """Epochs an earlier run in ``workdir`` finished: its metrics rows or checkpoints."""
+def _saved_epochs(workdir: str) -> list[int]:
+    """The epochs after which ``workdir/checkpoints`` holds a checkpoint."""
     checkpoints = os.path.join(workdir, "checkpoints")
-    saved = (
-        [int(n) for n in os.listdir(checkpoints) if n.isdigit()]
-        if os.path.isdir(checkpoints)
-        else []
-    )
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    rows = len(plots.read_metrics(metrics)) if os.path.exists(metrics) else 0
-    return max([rows, *saved])
+    if not os.path.isdir(checkpoints):
+        return []
+    return sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
 
 
 # Keys a resumed run may change: the run length, how it computes (the same function, rounded
@@ -191,17 +186,22 @@ def check_workdir(config, workdir: str) -> None:
     :data:`RESUMABLE_KEYS` (how the run computes or reports, not what it trains); anything else
     would mix two runs in one folder or overwrite finished results.
     """
-    path = os.path.join(workdir, "config.json")
-    trained = _trained_epochs(workdir) if os.path.isdir(workdir) else 0
-    if not trained or not os.path.exists(path):
+    if not os.path.isdir(workdir):
         return
-    try:
-        with open(path) as f:
-            previous = config_lib.flatten(json.load(f))
-    except json.JSONDecodeError as error:
+    _check_checkpoint_folders(os.path.join(workdir, "checkpoints"))
+    saved = _saved_epochs(workdir)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    rows = plots.read_metrics(metrics) if os.path.exists(metrics) else []
+    trained = max([len(rows), *saved])
+    if not trained:
+        return
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
         raise config_lib.ConfigError(
-            f"{path} is not valid JSON ({error}); restore it or choose a new --workdir."
-        ) from None
+            f"{workdir} holds a trained run (metrics.jsonl or checkpoints) but no config.json, so "
+            "its settings cannot be checked; restore config.json or choose a new --workdir."
+        )
+    previous = config_lib.flatten(config_lib.read_json(path))
     current = config_lib.flatten(config_lib.to_dict(config))
     # Keys added to jaxdann after the run started are not compared: it never had them.
     differing = sorted(
@@ -217,6 +217,42 @@ def check_workdir(config, workdir: str) -> None:
             f"{workdir} holds a run that trained {trained} epochs, more than epochs="
             f"{config.epochs}; ask for at least {trained} or choose a new --workdir."
         )
+    if saved:  # the run resumes from the newest checkpoint, after the rows before it
+        missing = sorted(set(range(1, saved[-1] + 1)) - {row.get("epoch") for row in rows})
+        if missing:
+            raise config_lib.ConfigError(
+                f"{metrics} lacks epoch(s) {_spans(missing)}, which the checkpoint after epoch "
+                f"{saved[-1]} follows; restore the file, or choose a new --workdir."
+            )
+
+
+def _check_checkpoint_folders(checkpoint_dir: str) -> None:
+    """Refuses numbered folders in ``checkpoints/`` that orbax did not write.
+
+    Orbax would read such a folder as a step: the newest one fails the restore, and an older one
+    is deleted by its keep-two clean-up, with whatever the user put there.
+    """
+    if not os.path.isdir(checkpoint_dir):
+        return
+    for name in sorted(os.listdir(checkpoint_dir)):
+        folder = os.path.join(checkpoint_dir, name)
+        marker = os.path.join(folder, "_CHECKPOINT_METADATA")
+        if name.isdigit() and os.path.isdir(folder) and not os.path.exists(marker):
+            raise ValueError(
+                f"{folder} is not a checkpoint jaxdann wrote (no _CHECKPOINT_METADATA); move it "
+                f"out of {checkpoint_dir} and rerun."
+            )
+
+
+def _spans(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    spans, start = [], None
+    for index, number in enumerate(numbers):
+        start = number if start is None else start
+        if index + 1 == len(numbers) or numbers[index + 1] != number + 1:
+            spans.append(f"{start}" if start == number else f"{start}-{number}")
+            start = None
+    return ", ".join(spans)
 
 
 def _write_config(config, workdir: str) -> None:
@@ -279,7 +315,6 @@ def train_and_evaluate(
 
     if data is None:
         data = feeds.load_shard(config, shard)
-    _write_config(config, workdir)  # only now: a run that cannot start leaves no folder behind
     model = build_from_config(config, len(data.class_names))
     feed = feeds.make_feed(data, config, mesh, make_eval_step(model, mean=data.mean, std=data.std))
     batch_size, epochs = int(config.batch_size), int(config.epochs)
@@ -336,13 +371,22 @@ def train_and_evaluate(
     start_epoch = manager.latest_step() or 0
     if config.data.shard_per_host:
         feeds.check_process_count(workdir, resuming=start_epoch > 0)
-    if start_epoch:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = manager.restore(start_epoch, args=ocp.args.StandardRestore(abstract))
-        if is_main:
-            print(f"resuming {workdir} from the checkpoint after epoch {start_epoch}")
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     history = _read_metrics(metrics_path, start_epoch)
+    if start_epoch:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        try:
+            state = manager.restore(start_epoch, args=ocp.args.StandardRestore(abstract))
+        except Exception as error:  # orbax and TensorStore raise many kinds
+            raise ValueError(
+                f"the checkpoint {os.path.join(checkpoint_dir, str(start_epoch))} cannot be read "
+                f"({type(error).__name__}); move that folder out of {checkpoint_dir} to resume "
+                "from the checkpoint before it, or choose a new --workdir."
+            ) from error
+        if is_main:
+            print(f"resuming {workdir} from the checkpoint after epoch {start_epoch}")
+    # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
+    _write_config(config, workdir)
 
     step_fn = make_train_step(
         model,
@@ -396,13 +440,13 @@ def train_and_evaluate(
             row["validation_accuracy"], _, _ = feed.evaluate(state.params, "validation")
         row["epoch_time_s"] = round(time.time() - epoch_started, 3)
         history.append(row)
-        every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
-        if every > 0 and ((epoch + 1) % every == 0 or last_epoch):
-            manager.save(epoch + 1, args=ocp.args.StandardSave(state))
-        if is_main:
+        if is_main:  # the row first: a checkpoint never stands without its epoch's row
             _write_jsonl(metrics_path, history)
             if config.log_every_epoch:
                 tqdm.write(_format_row(row, epochs))
+        every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
+        if every > 0 and ((epoch + 1) % every == 0 or last_epoch):
+            manager.save(epoch + 1, args=ocp.args.StandardSave(state))
     manager.wait_until_finished()
     manager.close()
 
@@ -476,13 +520,13 @@ def _finish(config, workdir, history, labels, predictions, data, feed, mesh, sta
             "confusion_matrix": confusion.tolist(),
             "class_names": list(data.class_names),
         }
-        with open(os.path.join(workdir, "evaluation.json"), "w") as f:
-            json.dump(evaluation, f, indent=2)
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        _replace_text(os.path.join(workdir, "evaluation.json"), json.dumps(evaluation, indent=2))
         plots.plot_confusion(confusion, data.class_names, os.path.join(workdir, "confusion.png"))
         title = f"{config.data.source} -> {config.data.target}, adaptation={config.adaptation}"
         plots.plot_curves(
             os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"), title
         )
+        # Last: a summary marks a finished run (a sweep skips such a cell), so everything else
+        # a finished run holds is there before it.
+        _replace_text(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary

@@ -266,3 +266,13 @@ def test_sweep_and_pairs_refuse_sharded_data_on_several_processes(tmp_path, monk
         assert error.count("\n") == 1, error
         assert f"{tool.__name__} loads the data once" in error
         assert "data.shard_per_host cannot be true on 2 processes" in error
+
+
+def test_report_names_a_damaged_summary(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text('{"final_target_accuracy": 0.4')  # cut short
+    (run / "config.json").write_text("{}")
+    assert report.main([str(run), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{run / 'summary.json'} is not valid JSON" in error

@@ -2,12 +2,18 @@
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from jaxdann import config as config_lib
-from jaxdann import input_pipeline
+from jaxdann import input_pipeline, plots, sweep
 from jaxdann.data import DataError
 from jaxdann.trainer import TrainingDiverged, train_and_evaluate
 
@@ -372,3 +378,142 @@ def test_grl_warmup_epochs_hold_the_coefficient_at_zero(tmp_path):
     rows = read_rows(str(tmp_path / "run"))
     assert rows[0]["grl_coefficient"] == 0.0
     assert rows[1]["grl_coefficient"] == pytest.approx(float(config.grl.coefficient))
+
+
+# A damaged or tampered run folder: refused in one sentence that names the file and the fix,
+# with every file left as it was.
+
+
+def _folder_state(workdir):
+    state = {}
+    for folder, _, files in os.walk(workdir):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                state[os.path.relpath(os.path.join(folder, name), workdir)] = f.read()
+    return state
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("damage") / "run")
+    train_and_evaluate(tiny_config(epochs=2), workdir, progress=False)
+    return workdir
+
+
+def _truncate_metrics(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text[: text.index("\n") // 2])  # the first row cut in half
+
+
+def _scramble_checkpoint(workdir):
+    folder = os.path.join(workdir, "checkpoints", "2", "default")
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name not in ("_METADATA", "_sharding", "manifest.ocdbt"):
+                with open(os.path.join(root, name), "r+b") as f:
+                    size = len(f.read())
+                    f.seek(0)
+                    f.write(bytes(range(256)) * (size // 256) + b"\x00" * (size % 256))
+
+
+def _user_notes_in(step):
+    def damage(workdir):
+        folder = os.path.join(workdir, "checkpoints", step)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "notes.txt"), "w") as f:
+            f.write("my notes")
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda w: os.remove(os.path.join(w, "metrics.jsonl")), r"metrics\.jsonl lacks epoch"),
+        (_truncate_metrics, r"metrics\.jsonl, line 1: not valid JSON"),
+        (lambda w: os.remove(os.path.join(w, "config.json")), "but no config.json"),
+        (_user_notes_in("7"), r"checkpoints/7 is not a checkpoint jaxdann wrote"),
+        # An older step than orbax keeps: its clean-up would have deleted the notes.
+        (_user_notes_in("0"), r"checkpoints/0 is not a checkpoint jaxdann wrote"),
+        (_scramble_checkpoint, r"the checkpoint .*checkpoints/2 cannot be read .*move that"),
+    ],
+    ids=[
+        "metrics_missing",
+        "metrics_cut",
+        "config_missing",
+        "newer_foreign",
+        "older_foreign",
+        "checkpoint_damaged",
+    ],
+)
+def test_a_damaged_run_folder_is_refused_by_name_and_left_as_it_was(
+    two_epoch_run, tmp_path, damage, message
+):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(two_epoch_run, workdir)
+    damage(workdir)
+    before = _folder_state(workdir)
+    with pytest.raises(ValueError, match=message) as error:
+        train_and_evaluate(tiny_config(epochs=3), workdir, progress=False)
+    assert "\n" not in str(error.value)
+    assert _folder_state(workdir) == before
+
+
+def test_the_summary_comes_last_so_a_run_stopped_before_it_finishes_its_figures(
+    tmp_path, monkeypatch
+):
+    workdir = str(tmp_path / "run")
+
+    def stopped(*args, **kwargs):
+        raise Interrupt
+
+    with monkeypatch.context() as patch:  # stopped while drawing the curves, after training
+        patch.setattr(plots, "plot_curves", stopped)
+        with pytest.raises(Interrupt):
+            train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))  # so not "done" for a sweep
+    summary, status = sweep.run_cell(tiny_config(epochs=1), workdir, data=None)
+    assert status == "trained" and summary["epochs"] == 1
+    assert os.path.exists(os.path.join(workdir, "curves.png"))
+
+
+def test_each_checkpoint_is_saved_after_its_epochs_metrics_row(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "run")
+    real_save, rows_at_save = ocp.CheckpointManager.save, {}
+
+    def save(manager, step, *args, **kwargs):
+        rows_at_save[step] = [row["epoch"] for row in read_rows(workdir)]
+        return real_save(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    train_and_evaluate(tiny_config(epochs=2), workdir, progress=False)
+    assert rows_at_save == {1: [1], 2: [1, 2]}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals are tested on Linux")
+def test_ctrl_c_while_compiling_exits_130_with_the_hint(tmp_path):
+    # Interrupted inside XLA's compilation, Python's own shutdown crashed (SIGSEGV) before
+    # jaxdann ended such runs with os._exit.
+    workdir = str(tmp_path / "run")
+    # Ctrl-C raises KeyboardInterrupt even where this test's process ignores SIGINT (a shell's
+    # background job), which its children would inherit.
+    start = (
+        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "runpy.run_module('jaxdann.train', run_name='__main__')"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", start, "--workdir", workdir, "--config.epochs=50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    for line in process.stdout:  # the folder is named before jax is imported
+        if line.startswith(b"run folder:"):
+            break
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out.decode()[-2000:]
+    assert f"rerun with --workdir {workdir}" in out.decode()
