@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# One lent-GPU session in several calls: a call carries at most 64 MiB, so one PACS domain each
-# (carried into the git-ignored .data/PACS/<domain>; it stays on the warm machine between calls).
-#   bash benchmarks/gpu_session.sh step      carry .whl .data/PACS/photo: env, demo, step benchmarks
-#                                            (bf16 also with conv1 space-to-depth / XLA's pool
-#                                            gradient: step_bf16_variants.txt)
-#   bash benchmarks/gpu_session.sh seed      carry .whl .data/PACS/art_painting: the seed experiment
-#   bash benchmarks/gpu_session.sh hold      carry .whl .data/PACS/cartoon: nothing else
-#   bash benchmarks/gpu_session.sh grid      carry .whl .data/PACS/sketch: the seed's grid on PACS
-#   bash benchmarks/gpu_session.sh pairs     carry .whl: all 12 pairs x 2 adaptations x 3 seeds,
-#                                            8 epochs, no checkpoints (all four domains on hand);
-#                                            if it times out, call it again on the warm machine:
-#                                            finished runs in /tmp/pairs are skipped
+# What a lent GPU runs, in as few calls as possible. A call carries at most 64 MiB (one PACS
+# domain: photo 43 MB, art_painting 55 MB, cartoon 46 MB, sketch 60 MB) into the git-ignored
+# .data/PACS/<domain>, which stays on the machine only while it is warm: 30 s after a call ends.
+# The 15-minute plan (prepare both calls before the first; send the second at once, unread):
+#   1. carry .whl .data/PACS/photo:        bash benchmarks/gpu_session.sh hold   (the machine start)
+#   2. carry .whl .data/PACS/art_painting: bash benchmarks/gpu_session.sh all    (timeout_s 540)
+#      = step (env, f32 vs torch, bf16 B=256/512 with --breakdown, the bf16 variants, a profile,
+#      the demo; about 4-5 min) then seed (the seed experiment, about 1 min), 8 result files.
+#      If the machine went cold in between, step still runs and seed says photo is missing.
+# Parts: step | seed | all | hold | grid (+ .data/PACS/cartoon and sketch on the warm machine:
+# the seed's grid) | pairs (all four domains on hand; 12 pairs x 2 adaptations x 3 seeds, 8
+# epochs; rerun on the warm machine to go on: finished runs in /tmp/pairs are skipped).
 # .whl holds what the GPU image lacks: `pip download --no-deps -d .whl ml_collections` (the first
 # session's image had everything else jaxdann imports). .data/PACS/<domain>: `mkdir -p .data/PACS &&
 # cp -r ../shared/data/PACS/<domain> .data/PACS/` before the call that carries it.
@@ -25,24 +25,52 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 ls .data/PACS
-case "$part" in
-step)
+
+step() {
+  # Full logs (tracebacks too) go to the files; the terminal gets the tails. Each command has its
+  # own timeout, so one hang cannot eat the call. The compilation cache (here only) lets later
+  # runs reuse XLA's autotuning and the profile run reuse the B=256 bf16 step's executable.
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache_step
+  rm -rf /tmp/demo_gpu /tmp/prof_bf16
+  ts="timeout 150 python3 benchmarks/train_step.py --image-size 224"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/env.txt"
-  python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)" | tee -a "$out/env.txt"
-  ( time python3 -m jaxdann.train --workdir /tmp/demo_gpu ) 2>&1 | tail -5 | tee "$out/demo.txt"
-  python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 20 --warmup 3 --compare-torch 2>&1 | tail -3 | tee "$out/step_f32.txt"
+  timeout 60 python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)" 2>&1 | tee -a "$out/env.txt"
+  $ts --batch-size 256 --steps 20 --warmup 3 --compare-torch 2>&1 | tee "$out/step_f32.txt" | tail -3
   for batch in 256 512; do
-    python3 benchmarks/train_step.py --batch-size $batch --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 --breakdown 2>&1 | tail -2 | tee "$out/step_bf16_b$batch.txt"
+    $ts --batch-size $batch --steps 20 --warmup 3 --dtype bfloat16 --breakdown 2>&1 | tee "$out/step_bf16_b$batch.txt" | tail -2
   done
   # AlexNet's computation variants (same function and parameters): which is faster here?
   for variant in "--stem space_to_depth" "--pool-gradient xla" "--stem space_to_depth --pool-gradient xla"; do
-    python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 20 --warmup 3 --dtype bfloat16 $variant 2>&1 | tail -1 | tee -a "$out/step_bf16_variants.txt"
+    $ts --batch-size 256 --steps 20 --warmup 3 --dtype bfloat16 $variant 2>&1 | tee -a "$out/step_bf16_variants.txt" | tail -1
   done
-  # Where the bf16 step's time goes: the largest GPU kernels per step (self time).
-  python3 benchmarks/train_step.py --batch-size 256 --image-size 224 --steps 5 --warmup 2 --dtype bfloat16 --profile /tmp/prof_bf16 2>&1 | tail -24 | tee "$out/profile_bf16_b256.txt"
+  # Where the bf16 step's time goes: the largest GPU kernels per step (self time); its 20 timed
+  # steps are also a second run of the default, the noise floor for the variants above.
+  $ts --batch-size 256 --steps 20 --warmup 3 --dtype bfloat16 --profile /tmp/prof_bf16 2>&1 | tee "$out/profile_bf16_b256.txt" | tail -24
+  # Last: the demo (measured before; 35 s), so a short call loses it first.
+  ( time timeout 120 python3 -m jaxdann.train --workdir /tmp/demo_gpu ) 2>&1 | tee "$out/demo.txt" | tail -5
+}
+
+seed() {
+  unset JAX_COMPILATION_CACHE_DIR  # its first epoch includes a cold compilation, as a user's would
+  for domain in photo art_painting; do  # one came with an earlier call: the machine must be warm
+    if [ ! -d ".data/PACS/$domain" ]; then
+      echo "no .data/PACS/$domain on this machine (cold since its call?): seed experiment not run"
+      return 3
+    fi
+  done
+  python3 benchmarks/seed_experiment.py --root .data/PACS --epochs 30 --config.checkpoint_every_epochs=10 2>&1 | tee "$out/seed_experiment.txt" | tail -3
+}
+
+case "$part" in
+step)
+  step
   ;;
 seed)
-  python3 benchmarks/seed_experiment.py --root .data/PACS --epochs 30 --config.checkpoint_every_epochs=10 2>&1 | tail -3 | tee "$out/seed_experiment.txt"
+  seed
+  ;;
+all)
+  step
+  seed
   ;;
 hold)
   echo "carried"

@@ -83,6 +83,8 @@ def alexnet_dann_train_flops(batch_size: int, image_size: int) -> float:
 
 def _peak(dtype: str) -> float | None:
     kind = jax.devices()[0].device_kind
+    if "PCIe" in kind or "NVL" in kind:  # lower clocks than the SXM parts' datasheet rates
+        return None
     for name, rates in PEAK_TFLOPS.items():
         if name in kind:
             return rates[dtype]
@@ -298,8 +300,8 @@ def breakdown(
 
     model = _alexnet_dann(dtype, variants)
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.standard_normal((2 * batch_size, image_size, image_size, 3)))
-    images = images.astype(jnp.float32)
+    shape = (2 * batch_size, image_size, image_size, 3)
+    images = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
     init = jax.jit(lambda key: model.init(key, images[:1], method=DANN.initialize_all)["params"])
     params = init(jax.random.PRNGKey(0))
     labels = jnp.zeros(batch_size, jnp.int32)
@@ -412,6 +414,11 @@ def time_torch(batch_size: int, image_size: int, steps: int, warmup: int) -> dic
     median = float(np.median(times))
     return {
         "framework": f"torch {torch.__version__} eager ({device})",
+        "dtype": "float32",  # whatever --dtype says: the seed's step
+        "tf32": {  # torch's defaults: TF32 convolutions, IEEE float32 matmuls (XLA: TF32 for both)
+            "cudnn": torch.backends.cudnn.allow_tf32,
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+        },
         "threads": torch.get_num_threads(),
         "step_s_median": median,
         "step_s_min": float(np.min(times)),
