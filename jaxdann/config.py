@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import ml_collections
 
@@ -21,7 +21,6 @@ __all__ = [
     "ConfigError",
     "INTERRUPTED",
     "exit_process",
-    "read_json",
     "base_config",
     "demo_config",
     "load_config",
@@ -41,31 +40,21 @@ class ConfigError(ValueError):
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
 
 
-def exit_process(code: int) -> None:
+def exit_process(code: int) -> NoReturn:
     """Ends a command-line run with ``code``.
 
     After Ctrl-C, without the interpreter's clean-up: XLA may still be compiling on its own
     threads, and finalising Python under them crashed (SIGSEGV in 4 of 4 interrupts sent during
-    compilation, jax 0.10.2). Everything jaxdann writes is complete on disk by then (metrics and
-    JSON files are replaced whole; an unfinished orbax checkpoint is a temporary folder that the
-    next run ignores).
+    compilation, jax 0.10.2). What jaxdann writes is whole on disk by then: metrics and JSON
+    files are replaced whole, and the trainer waits for orbax's saves and deletions before it lets
+    the interrupt through. In a multi-host run the other processes are not told; they stop with
+    their own errors when this one is gone.
     """
     if code == INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
-
-
-def read_json(path: str):
-    """A JSON file of a run folder; a damaged one is an error naming it (OSError if missing)."""
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise ConfigError(
-                f"{path} is not valid JSON ({error}); restore it or choose a new --workdir."
-            ) from None
 
 
 def base_config() -> ml_collections.ConfigDict:

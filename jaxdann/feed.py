@@ -13,7 +13,6 @@ loop has one code path for one device, many devices and many hosts.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 
@@ -21,8 +20,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxdann import config as config_lib
-from jaxdann import input_pipeline, parallel
+from jaxdann import input_pipeline, parallel, run_folder
 
 __all__ = ["DevicePools", "HostShards", "check_process_count", "load_shard", "make_feed"]
 
@@ -264,15 +262,14 @@ def check_process_count(workdir: str, *, resuming: bool) -> None:
     """
     path = os.path.join(workdir, "shards.json")
     if resuming and os.path.exists(path):
-        recorded = config_lib.read_json(path)["process_count"]
+        recorded = run_folder.read_json(path)["process_count"]
         if recorded != jax.process_count():
             raise ValueError(
                 f"{workdir} was trained with data.shard_per_host on {recorded} processes; resume "
                 f"it on {recorded} (not {jax.process_count()}) or choose a new --workdir."
             )
     elif jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump({"process_count": jax.process_count()}, f)
+        run_folder.write_json(path, {"process_count": jax.process_count()})
 
 
 def make_feed(data, config, mesh, eval_step: Callable) -> DevicePools | HostShards:

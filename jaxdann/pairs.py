@@ -23,7 +23,7 @@ import numpy as np
 from jaxdann import config as config_lib
 from jaxdann import input_pipeline
 from jaxdann.data import DOMAINS
-from jaxdann.sweep import enable_compilation_cache, run_cell, start_processes
+from jaxdann.sweep import enable_compilation_cache, join_processes, run_cell
 
 __all__ = ["run_pairs", "summarize_pairs", "main"]
 
@@ -36,7 +36,7 @@ def run_pairs(config, workdir: str, seeds: Sequence[int], domains: Sequence[str]
         raise config_lib.ConfigError(
             "jaxdann.pairs runs PACS domain pairs; use a PACS config such as configs/pacs_dann.py."
         )
-    reports = start_processes(config, "jaxdann.pairs")
+    reports = join_processes(config, "jaxdann.pairs")
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
     loaded = input_pipeline.load_pacs_domains(config, list(domains))

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxdann import run_folder  # noqa: E402
+
 __all__ = ["read_metrics", "plot_curves", "plot_confusion", "plot_heatmap"]
 
 
@@ -23,7 +25,7 @@ def read_metrics(path: str) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise ValueError(
+                raise run_folder.DamagedFile(
                     f"{path}, line {number}: not valid JSON ({error.msg}); restore the file or "
                     "choose a new --workdir."
                 ) from None

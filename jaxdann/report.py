@@ -14,9 +14,11 @@ import math
 import os
 import sys
 
-from jaxdann import config as config_lib
+from jaxdann.run_folder import read_json
 
 __all__ = ["collect_rows", "format_markdown", "main"]
+
+_RERUN = "restore it, or rerun that run and report its new folder"
 
 COLUMNS = ("model", "task", "train_accuracy", "test_accuracy", "validation_accuracy", "folder")
 
@@ -32,8 +34,8 @@ def _task(config: dict) -> str:
 
 
 def _run_row(folder: str) -> dict:
-    summary = config_lib.read_json(os.path.join(folder, "summary.json"))
-    config = config_lib.read_json(os.path.join(folder, "config.json"))
+    summary = read_json(os.path.join(folder, "summary.json"), fix=_RERUN)
+    config = read_json(os.path.join(folder, "config.json"), fix=_RERUN)
     optimizer = config["optimizer"]
     return {
         "model": _model_name(config["adaptation"], optimizer["learning_rate"], optimizer["name"]),
@@ -66,7 +68,7 @@ def _sweep_rows(folder: str) -> list[dict]:
                 f"{cell_config} is missing: {folder}/results.csv names a cell that is not in "
                 "the sweep folder; rerun the sweep there or pass its cells' run folders."
             )
-        task = _task(config_lib.read_json(cell_config))
+        task = _task(read_json(cell_config, fix=_RERUN))
         rows.append(
             {
                 "model": _model_name(adaptation, float(best["learning_rate"]), best["optimizer"]),

@@ -30,14 +30,14 @@ import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdann import config as config_lib
-from jaxdann import input_pipeline, parallel, plots
+from jaxdann import input_pipeline, parallel, plots, run_folder
 from jaxdann.optim import OPTIMIZERS
 
 __all__ = [
     "run_grid",
     "run_cell",
     "enable_compilation_cache",
-    "start_processes",
+    "join_processes",
     "main",
     "RESULT_COLUMNS",
 ]
@@ -67,7 +67,7 @@ def enable_compilation_cache(directory: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def start_processes(config, tool: str) -> bool:
+def join_processes(config, tool: str) -> bool:
     """Joins the other processes of a multi-host run (if any); True where this one reports.
 
     Every process trains every run (each run's mesh spans all of them); only process 0 prints
@@ -94,7 +94,8 @@ def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
     check_workdir(config, workdir)
     summary_path = os.path.join(workdir, "summary.json")
     if os.path.exists(summary_path):
-        summary = config_lib.read_json(summary_path)
+        fix = "delete it and rerun: the cell then finishes from its last checkpoint"
+        summary = run_folder.read_json(summary_path, fix=fix)
         if summary.get("epochs") == config.epochs:
             return summary, "done earlier"
     try:
@@ -117,7 +118,7 @@ def run_grid(
     adaptations: Sequence[str],
 ) -> list[dict]:
     """Trains every (adaptation, optimizer, learning rate) cell; writes results and heat maps."""
-    reports = start_processes(config, "jaxdann.sweep")
+    reports = join_processes(config, "jaxdann.sweep")
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
     if config.data.validation in config_lib.NO_VALIDATION:

@@ -38,11 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = flags.get("workdir") or default_workdir(config, path)
     print(f"run folder: {workdir}")
 
-    from jaxdann.trainer import TrainingDiverged, train_and_evaluate
-
+    try:
+        from jaxdann.trainer import TrainingDiverged, train_and_evaluate
+    except KeyboardInterrupt:  # while jax loads: nothing has started
+        print("\ninterrupted before training started", file=sys.stderr)
+        return config_lib.INTERRUPTED
     try:
         summary = train_and_evaluate(config, workdir)
-    except (TrainingDiverged, config_lib.ConfigError, OSError, ValueError) as error:
+    except (TrainingDiverged, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

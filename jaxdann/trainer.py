@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from jaxdann import config as config_lib
 from jaxdann import feed as feeds
-from jaxdann import input_pipeline, parallel, plots
+from jaxdann import input_pipeline, parallel, plots, run_folder
 from jaxdann.models import DANN, build_model
 from jaxdann.optim import (
     annealed_learning_rate_schedule,
@@ -201,7 +201,7 @@ def check_workdir(config, workdir: str) -> None:
             f"{workdir} holds a trained run (metrics.jsonl or checkpoints) but no config.json, so "
             "its settings cannot be checked; restore config.json or choose a new --workdir."
         )
-    previous = config_lib.flatten(config_lib.read_json(path))
+    previous = config_lib.flatten(run_folder.read_json(path))
     current = config_lib.flatten(config_lib.to_dict(config))
     # Keys added to jaxdann after the run started are not compared: it never had them.
     differing = sorted(
@@ -220,27 +220,36 @@ def check_workdir(config, workdir: str) -> None:
     if saved:  # the run resumes from the newest checkpoint, after the rows before it
         missing = sorted(set(range(1, saved[-1] + 1)) - {row.get("epoch") for row in rows})
         if missing:
-            raise config_lib.ConfigError(
+            raise run_folder.DamagedFile(
                 f"{metrics} lacks epoch(s) {_spans(missing)}, which the checkpoint after epoch "
-                f"{saved[-1]} follows; restore the file, or choose a new --workdir."
+                f"{saved[-1]} follows; put the file back if you have it, move checkpoints/"
+                f"{saved[-1]} out of {workdir}/checkpoints to resume from an earlier checkpoint, "
+                "or choose a new --workdir."
             )
 
 
-def _check_checkpoint_folders(checkpoint_dir: str) -> None:
-    """Refuses numbered folders in ``checkpoints/`` that orbax did not write.
+# What orbax writes at the top of a step's folder (orbax-checkpoint 0.12, one item "default").
+_ORBAX_ENTRIES = frozenset({"_CHECKPOINT_METADATA", "commit_success.txt", "default"})
 
-    Orbax would read such a folder as a step: the newest one fails the restore, and an older one
-    is deleted by its keep-two clean-up, with whatever the user put there.
+
+def _check_checkpoint_folders(checkpoint_dir: str) -> None:
+    """Refuses numbered folders in ``checkpoints/`` holding files that orbax does not write.
+
+    Orbax takes every numbered folder for a step: the newest fails the restore, and an older one
+    is deleted by its keep-two clean-up, with whatever the user put there. (A step that orbax was
+    deleting when the run was killed holds a part of its own files, and is left to orbax.)
     """
     if not os.path.isdir(checkpoint_dir):
         return
     for name in sorted(os.listdir(checkpoint_dir)):
         folder = os.path.join(checkpoint_dir, name)
-        marker = os.path.join(folder, "_CHECKPOINT_METADATA")
-        if name.isdigit() and os.path.isdir(folder) and not os.path.exists(marker):
-            raise ValueError(
-                f"{folder} is not a checkpoint jaxdann wrote (no _CHECKPOINT_METADATA); move it "
-                f"out of {checkpoint_dir} and rerun."
+        if not (name.isdigit() and os.path.isdir(folder)):
+            continue
+        foreign = sorted(set(os.listdir(folder)) - _ORBAX_ENTRIES)
+        if foreign:
+            raise run_folder.DamagedFile(
+                f"{folder} is not a checkpoint jaxdann wrote (it holds {', '.join(foreign)}); "
+                f"move it out of {checkpoint_dir} and rerun."
             )
 
 
@@ -258,8 +267,7 @@ def _spans(numbers: list[int]) -> str:
 def _write_config(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        text = json.dumps(config_lib.to_dict(config), indent=2, sort_keys=True)
-        _replace_text(os.path.join(workdir, "config.json"), text)
+        run_folder.write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
 
 
 def _read_metrics(path: str, up_to_epoch: int) -> list[dict]:
@@ -268,15 +276,8 @@ def _read_metrics(path: str, up_to_epoch: int) -> list[dict]:
     return [row for row in plots.read_metrics(path) if row["epoch"] <= up_to_epoch]
 
 
-def _replace_text(path: str, text: str) -> None:
-    """Writes ``path`` whole, through a temporary file: never a half-written file."""
-    with open(f"{path}.tmp", "w") as f:
-        f.write(text)
-    os.replace(f"{path}.tmp", path)
-
-
 def _write_jsonl(path: str, rows: list[dict]) -> None:
-    _replace_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    run_folder.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _to_python(value):
@@ -401,52 +402,59 @@ def train_and_evaluate(
     summarize = jax.jit(summarize_epoch)
 
     target_predictions = None  # the last epoch's, reused by the final evaluation
-    for epoch in range(start_epoch, epochs):
-        epoch_started = time.time()
-        step_metrics = []
-        bar = tqdm(
-            feed.batches(epoch, steps_per_epoch),
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            leave=False,
-            # Bars only on a terminal: logs and CI get the one line per epoch instead.
-            disable=not (progress and is_main and sys.stderr.isatty()),
-        )
-        for index, batch in enumerate(bar):
-            state, metrics = train_step(state, batch, root_key, course)
-            step_metrics.append(metrics)
-            if on_step is not None:
-                on_step(epoch * steps_per_epoch + index)
-        summary = jax.device_get(summarize(step_metrics))
-        losses = np.asarray(summary.pop("losses"))
-        if not np.all(np.isfinite(losses)):
-            bad_step = epoch * steps_per_epoch + int(np.argmin(np.isfinite(losses)))
-            manager.wait_until_finished()
-            kept = manager.latest_step()
-            raise TrainingDiverged(
-                f"non-finite loss at step {bad_step} (epoch {epoch + 1}); "
-                + (
-                    f"the checkpoint after epoch {kept} in {checkpoint_dir} is kept; "
-                    if kept
-                    else ""
-                )
-                + "lower optimizer.learning_rate or check the data."
+    try:
+        for epoch in range(start_epoch, epochs):
+            epoch_started = time.time()
+            step_metrics = []
+            bar = tqdm(
+                feed.batches(epoch, steps_per_epoch),
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                leave=False,
+                # Bars only on a terminal: logs and CI get the one line per epoch instead.
+                disable=not (progress and is_main and sys.stderr.isatty()),
             )
-        row = {"epoch": epoch + 1}
-        row |= {key: _to_python(summary[key]) if key in summary else None for key in EPOCH_METRICS}
-        row["target_accuracy"], *target_predictions = feed.evaluate(state.params, "target")
-        last_epoch = epoch + 1 == epochs
-        if data.validation is not None and (config.eval.validation_every_epoch or last_epoch):
-            row["validation_accuracy"], _, _ = feed.evaluate(state.params, "validation")
-        row["epoch_time_s"] = round(time.time() - epoch_started, 3)
-        history.append(row)
-        if is_main:  # the row first: a checkpoint never stands without its epoch's row
-            _write_jsonl(metrics_path, history)
-            if config.log_every_epoch:
-                tqdm.write(_format_row(row, epochs))
-        every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
-        if every > 0 and ((epoch + 1) % every == 0 or last_epoch):
-            manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+            for index, batch in enumerate(bar):
+                state, metrics = train_step(state, batch, root_key, course)
+                step_metrics.append(metrics)
+                if on_step is not None:
+                    on_step(epoch * steps_per_epoch + index)
+            summary = jax.device_get(summarize(step_metrics))
+            losses = np.asarray(summary.pop("losses"))
+            if not np.all(np.isfinite(losses)):
+                bad_step = epoch * steps_per_epoch + int(np.argmin(np.isfinite(losses)))
+                manager.wait_until_finished()
+                kept = manager.latest_step()
+                raise TrainingDiverged(
+                    f"non-finite loss at step {bad_step} (epoch {epoch + 1}); "
+                    + (
+                        f"the checkpoint after epoch {kept} in {checkpoint_dir} is kept; "
+                        if kept
+                        else ""
+                    )
+                    + "lower optimizer.learning_rate or check the data."
+                )
+            row = {"epoch": epoch + 1}
+            row |= {
+                key: _to_python(summary[key]) if key in summary else None for key in EPOCH_METRICS
+            }
+            row["target_accuracy"], *target_predictions = feed.evaluate(state.params, "target")
+            last_epoch = epoch + 1 == epochs
+            if data.validation is not None and (config.eval.validation_every_epoch or last_epoch):
+                row["validation_accuracy"], _, _ = feed.evaluate(state.params, "validation")
+            row["epoch_time_s"] = round(time.time() - epoch_started, 3)
+            history.append(row)
+            if is_main:  # the row first: a checkpoint never stands without its epoch's row
+                _write_jsonl(metrics_path, history)
+                if config.log_every_epoch:
+                    tqdm.write(_format_row(row, epochs))
+            every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
+            if every > 0 and ((epoch + 1) % every == 0 or last_epoch):
+                manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+    except KeyboardInterrupt:
+        # Ctrl-C: let an in-flight save and orbax's deletion of an old step end whole first.
+        manager.wait_until_finished()
+        raise
     manager.wait_until_finished()
     manager.close()
 
@@ -520,7 +528,7 @@ def _finish(config, workdir, history, labels, predictions, data, feed, mesh, sta
             "confusion_matrix": confusion.tolist(),
             "class_names": list(data.class_names),
         }
-        _replace_text(os.path.join(workdir, "evaluation.json"), json.dumps(evaluation, indent=2))
+        run_folder.write_json(os.path.join(workdir, "evaluation.json"), evaluation)
         plots.plot_confusion(confusion, data.class_names, os.path.join(workdir, "confusion.png"))
         title = f"{config.data.source} -> {config.data.target}, adaptation={config.adaptation}"
         plots.plot_curves(
@@ -528,5 +536,5 @@ def _finish(config, workdir, history, labels, predictions, data, feed, mesh, sta
         )
         # Last: a summary marks a finished run (a sweep skips such a cell), so everything else
         # a finished run holds is there before it.
-        _replace_text(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+        run_folder.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
