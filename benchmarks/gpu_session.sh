@@ -26,28 +26,42 @@ fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 ls .data/PACS
 
+rc=0
+# logged FILE SECONDS LINES COMMAND...: COMMAND's whole output goes to FILE (tracebacks too), its
+# last LINES to the terminal. It may run SECONDS at most, so a hang costs one timeout, not the
+# call; a failure or a timeout (exit 124) is written into FILE and into this script's exit code.
+logged() {
+  local file=$1 seconds=$2 lines=$3
+  shift 3
+  timeout "$seconds" "$@" 2>&1 | tee -a "$file" | tail -n "$lines"
+  local code=${PIPESTATUS[0]}
+  if [ "$code" != 0 ]; then
+    echo "exit $code: $*" | tee -a "$file"
+    rc=1
+  fi
+}
+
 step() {
-  # Full logs (tracebacks too) go to the files; the terminal gets the tails. Each command has its
-  # own timeout, so one hang cannot eat the call. The compilation cache (here only) lets later
-  # runs reuse XLA's autotuning and the profile run reuse the B=256 bf16 step's executable.
+  # The compilation cache (here only) lets later runs reuse XLA's autotuning and the profile run
+  # reuse the B=256 bf16 step's executable. About 5 minutes in all on an H200 (estimate).
   export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache_step
   rm -rf /tmp/demo_gpu /tmp/prof_bf16
-  ts="timeout 150 python3 benchmarks/train_step.py --image-size 224"
+  local bench="python3 benchmarks/train_step.py --image-size 224 --steps 20 --warmup 3"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/env.txt"
-  timeout 60 python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)" 2>&1 | tee -a "$out/env.txt"
-  $ts --batch-size 256 --steps 20 --warmup 3 --compare-torch 2>&1 | tee "$out/step_f32.txt" | tail -3
+  logged "$out/env.txt" 60 1 python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)"
+  logged "$out/step_f32.txt" 150 3 $bench --batch-size 256 --compare-torch
   for batch in 256 512; do
-    $ts --batch-size $batch --steps 20 --warmup 3 --dtype bfloat16 --breakdown 2>&1 | tee "$out/step_bf16_b$batch.txt" | tail -2
+    logged "$out/step_bf16_b$batch.txt" 120 2 $bench --batch-size $batch --dtype bfloat16 --breakdown
   done
   # AlexNet's computation variants (same function and parameters): which is faster here?
   for variant in "--stem space_to_depth" "--pool-gradient xla" "--stem space_to_depth --pool-gradient xla"; do
-    $ts --batch-size 256 --steps 20 --warmup 3 --dtype bfloat16 $variant 2>&1 | tee -a "$out/step_bf16_variants.txt" | tail -1
+    logged "$out/step_bf16_variants.txt" 90 1 $bench --batch-size 256 --dtype bfloat16 $variant
   done
   # Where the bf16 step's time goes: the largest GPU kernels per step (self time); its 20 timed
   # steps are also a second run of the default, the noise floor for the variants above.
-  $ts --batch-size 256 --steps 20 --warmup 3 --dtype bfloat16 --profile /tmp/prof_bf16 2>&1 | tee "$out/profile_bf16_b256.txt" | tail -24
+  logged "$out/profile_bf16_b256.txt" 120 24 $bench --batch-size 256 --dtype bfloat16 --profile /tmp/prof_bf16
   # Last: the demo (measured before; 35 s), so a short call loses it first.
-  ( time timeout 120 python3 -m jaxdann.train --workdir /tmp/demo_gpu ) 2>&1 | tee "$out/demo.txt" | tail -5
+  logged "$out/demo.txt" 120 5 bash -c "time python3 -m jaxdann.train --workdir /tmp/demo_gpu"
 }
 
 seed() {
@@ -55,10 +69,12 @@ seed() {
   for domain in photo art_painting; do  # one came with an earlier call: the machine must be warm
     if [ ! -d ".data/PACS/$domain" ]; then
       echo "no .data/PACS/$domain on this machine (cold since its call?): seed experiment not run"
-      return 3
+      rc=1
+      return
     fi
   done
-  python3 benchmarks/seed_experiment.py --root .data/PACS --epochs 30 --config.checkpoint_every_epochs=10 2>&1 | tee "$out/seed_experiment.txt" | tail -3
+  logged "$out/seed_experiment.txt" 180 3 python3 benchmarks/seed_experiment.py --root .data/PACS \
+    --epochs 30 --config.checkpoint_every_epochs=10
 }
 
 case "$part" in
@@ -76,18 +92,23 @@ hold)
   echo "carried"
   ;;
 grid)
-  ( time python3 -m jaxdann.sweep --config configs/pacs_dann.py --workdir /tmp/grid \
-      --learning_rates 0.01,0.001,0.00001 --optimizers sgd,adam,rmsprop --adaptations none,dann \
-      --config.data.root=.data/PACS --config.model.pretrained=none --config.epochs=25 \
-      --config.checkpoint_every_epochs=25 --config.log_every_epoch=false ) 2>&1 | tee "$out/grid.log"
+  logged "$out/grid.log" 500 5 bash -c "time python3 -m jaxdann.sweep --config configs/pacs_dann.py \
+    --workdir /tmp/grid --learning_rates 0.01,0.001,0.00001 --optimizers sgd,adam,rmsprop \
+    --adaptations none,dann --config.data.root=.data/PACS --config.model.pretrained=none \
+    --config.epochs=25 --config.checkpoint_every_epochs=25 --config.log_every_epoch=false"
   cp /tmp/grid/results.csv /tmp/grid/heatmap_validation_*.png /tmp/grid/best_curves_dann.png "$out/" 2>/dev/null
-  python3 -m jaxdann.report /tmp/grid --output "$out"
+  logged "$out/grid.log" 60 10 python3 -m jaxdann.report /tmp/grid --output "$out"
   ;;
 pairs)
-  ( time timeout 540 python3 -m jaxdann.pairs --config configs/pacs_dann.py --workdir /tmp/pairs \
-      --seeds 0,1,2 --config.data.root=.data/PACS --config.model.pretrained=none \
-      --config.epochs=8 --config.checkpoint_every_epochs=0 --config.log_every_epoch=false ) 2>&1 \
-      | tail -25 | tee "$out/pairs.log"
+  logged "$out/pairs.log" 540 25 bash -c "time python3 -m jaxdann.pairs --config configs/pacs_dann.py \
+    --workdir /tmp/pairs --seeds 0,1,2 --config.data.root=.data/PACS \
+    --config.model.pretrained=none --config.epochs=8 --config.checkpoint_every_epochs=0 \
+    --config.log_every_epoch=false"
   cp /tmp/pairs/pairs.md /tmp/pairs/pairs_runs.csv "$out/" 2>/dev/null
   ;;
+*)
+  echo "unknown part '$part': step, seed, all, hold, grid or pairs"
+  rc=2
+  ;;
 esac
+exit $rc
