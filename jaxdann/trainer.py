@@ -379,6 +379,7 @@ def train_and_evaluate(
         try:
             state = manager.restore(start_epoch, args=ocp.args.StandardRestore(abstract))
         except Exception as error:  # orbax and TensorStore raise many kinds
+            manager.close()
             raise ValueError(
                 f"the checkpoint {os.path.join(checkpoint_dir, str(start_epoch))} cannot be read "
                 f"({type(error).__name__}); move that folder out of {checkpoint_dir} to resume "
@@ -451,9 +452,10 @@ def train_and_evaluate(
             every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
             if every > 0 and ((epoch + 1) % every == 0 or last_epoch):
                 manager.save(epoch + 1, args=ocp.args.StandardSave(state))
-    except KeyboardInterrupt:
-        # Ctrl-C: let an in-flight save and orbax's deletion of an old step end whole first.
-        manager.wait_until_finished()
+    except BaseException:
+        # Ctrl-C or an error: an in-flight save and orbax's deletion of an old step end whole
+        # first (close waits for them).
+        manager.close()
         raise
     manager.wait_until_finished()
     manager.close()
