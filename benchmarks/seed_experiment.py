@@ -1,6 +1,7 @@
 """Times the whole seed experiment: data loading, training for N epochs, evaluation.
 
     python benchmarks/seed_experiment.py --root ../shared/data/PACS [--epochs 30]
+        [--workdir DIR (kept; default: a temporary folder, deleted)] [--cache_dir DIR]
         [--config.KEY=VALUE ...]
 
 Runs ``configs/pacs_dann.py`` (photo -> art_painting, AlexNet, batch 256, SGD 1e-3) through
@@ -32,9 +33,16 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _, overrides, flags = config_lib.parse_command_line(
-        argv, "seed_experiment", ("root", "epochs", "workdir", "cache_dir")
-    )
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return 0
+    try:
+        _, overrides, flags = config_lib.parse_command_line(
+            argv, "seed_experiment", ("root", "epochs", "workdir", "cache_dir")
+        )
+    except config_lib.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     config = config_lib.load_config(CONFIG)
     config.model.pretrained = "none"
     config.data.validation = ""  # the seed's experiment: source and target only
