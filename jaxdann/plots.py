@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import matplotlib
@@ -13,28 +12,12 @@ import numpy as np  # noqa: E402
 
 from jaxdann import run_folder  # noqa: E402
 
-__all__ = ["read_metrics", "plot_curves", "plot_confusion", "plot_heatmap"]
-
-
-def read_metrics(path: str) -> list[dict]:
-    rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise run_folder.DamagedFile(
-                    f"{path}, line {number}: not valid JSON ({error.msg}); restore the file or "
-                    "choose a new --workdir."
-                ) from None
-    return rows
+__all__ = ["plot_curves", "plot_confusion", "plot_heatmap"]
 
 
 def plot_curves(metrics_path: str, output_path: str, title: str = "") -> None:
     """The seed's figures: loss and accuracy of the three paths per epoch, plus target accuracy."""
-    rows = read_metrics(metrics_path)
+    rows = run_folder.read_metrics(metrics_path)
     epochs = [row["epoch"] for row in rows]
 
     def series(key):

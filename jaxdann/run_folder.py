@@ -1,8 +1,9 @@
-"""Reading and writing a run folder's files, so that neither a kill nor damage goes unnoticed.
+"""A run folder: its files, and whether a run may (re)start in it.
 
 Files are replaced whole (a temporary file, then a rename): a run stopped at any moment leaves
 the old version or the new one, never half of one. A file that does not parse is an error that
-names it and what to do.
+names it and what to do. :func:`check_workdir` refuses a folder holding another run, or a damaged
+one, before anything in it changes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,18 @@ import json
 import os
 from typing import Any
 
-__all__ = ["DamagedFile", "read_json", "write_text", "write_json"]
+from jaxdann import config as config_lib
+
+__all__ = [
+    "DamagedFile",
+    "RESUMABLE_KEYS",
+    "check_workdir",
+    "read_json",
+    "read_metrics",
+    "write_json",
+    "write_metrics",
+    "write_text",
+]
 
 
 class DamagedFile(ValueError):
@@ -36,3 +48,132 @@ def write_text(path: str, text: str) -> None:
 
 def write_json(path: str, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=True))
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a ``metrics.jsonl``."""
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DamagedFile(
+                    f"{path}, line {number}: not valid JSON ({error.msg}); restore the file or "
+                    "choose a new --workdir."
+                ) from None
+    return rows
+
+
+def write_metrics(path: str, rows: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _saved_epochs(workdir: str) -> list[int]:
+    """The epochs after which ``workdir/checkpoints`` holds a checkpoint."""
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(checkpoints):
+        return []
+    return sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
+
+
+# Keys a resumed run may change: the run length, how it computes (the same function, rounded
+# differently) and what it prints or caches. Everything else must match the folder's run.
+RESUMABLE_KEYS = frozenset(
+    {
+        "epochs",
+        "model.stem",
+        "model.pool_gradient",
+        "parallel.num_devices",
+        "log_every_epoch",
+        "eval.validation_every_epoch",
+        "data.cache_dir",
+    }
+)
+
+
+def check_workdir(config, workdir: str) -> None:
+    """Refuses a run folder whose earlier run used other settings or ran more epochs than asked.
+
+    Resuming and extending (a larger ``epochs``) are allowed, as is changing a key of
+    :data:`RESUMABLE_KEYS` (how the run computes or reports, not what it trains); anything else
+    would mix two runs in one folder or overwrite finished results.
+    """
+    if not os.path.isdir(workdir):
+        return
+    _check_checkpoint_folders(os.path.join(workdir, "checkpoints"))
+    saved = _saved_epochs(workdir)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    rows = read_metrics(metrics) if os.path.exists(metrics) else []
+    trained = max([len(rows), *saved])
+    if not trained:
+        return
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise config_lib.ConfigError(
+            f"{workdir} holds a trained run (metrics.jsonl or checkpoints) but no config.json, so "
+            "its settings cannot be checked; restore config.json or choose a new --workdir."
+        )
+    previous = config_lib.flatten(read_json(path))
+    current = config_lib.flatten(config_lib.to_dict(config))
+    # Keys added to jaxdann after the run started are not compared: it never had them.
+    differing = sorted(
+        key for key in previous if key not in RESUMABLE_KEYS and previous[key] != current.get(key)
+    )
+    if differing:
+        raise config_lib.ConfigError(
+            f"{workdir} holds a run with a different config ({', '.join(differing)}); "
+            "resume with the same settings (epochs may grow) or choose a new --workdir."
+        )
+    if trained > int(config.epochs):
+        raise config_lib.ConfigError(
+            f"{workdir} holds a run that trained {trained} epochs, more than epochs="
+            f"{config.epochs}; ask for at least {trained} or choose a new --workdir."
+        )
+    if saved:  # the run resumes from the newest checkpoint, after the rows before it
+        missing = sorted(set(range(1, saved[-1] + 1)) - {row.get("epoch") for row in rows})
+        if missing:
+            raise DamagedFile(
+                f"{metrics} lacks epoch(s) {_spans(missing)}, which the checkpoint after epoch "
+                f"{saved[-1]} follows; put the file back if you have it, move checkpoints/"
+                f"{saved[-1]} out of {workdir}/checkpoints to resume from an earlier checkpoint, "
+                "or choose a new --workdir."
+            )
+
+
+# What orbax writes at the top of a step's folder (orbax-checkpoint 0.12, one item "default").
+_ORBAX_ENTRIES = frozenset({"_CHECKPOINT_METADATA", "commit_success.txt", "default"})
+
+
+def _check_checkpoint_folders(checkpoint_dir: str) -> None:
+    """Refuses numbered folders in ``checkpoints/`` holding files that orbax does not write.
+
+    Orbax takes every numbered folder for a step: the newest fails the restore, and an older one
+    is deleted by its keep-two clean-up, with whatever the user put there. (A step that orbax was
+    deleting when the run was killed holds a part of its own files, and is left to orbax.)
+    """
+    if not os.path.isdir(checkpoint_dir):
+        return
+    for name in sorted(os.listdir(checkpoint_dir)):
+        folder = os.path.join(checkpoint_dir, name)
+        if not (name.isdigit() and os.path.isdir(folder)):
+            continue
+        foreign = sorted(set(os.listdir(folder)) - _ORBAX_ENTRIES)
+        if foreign:
+            raise DamagedFile(
+                f"{folder} is not a checkpoint jaxdann wrote (it holds {', '.join(foreign)}); "
+                f"move it out of {checkpoint_dir} and rerun."
+            )
+
+
+def _spans(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    spans, start = [], None
+    for index, number in enumerate(numbers):
+        start = number if start is None else start
+        if index + 1 == len(numbers) or numbers[index + 1] != number + 1:
+            spans.append(f"{start}" if start == number else f"{start}-{number}")
+            start = None
+    return ", ".join(spans)

@@ -86,12 +86,12 @@ def join_processes(config, tool: str) -> bool:
 def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
     """Trains one run unless its summary exists; a diverged run is recorded, not fatal.
 
-    A folder holding a run with other settings is an error (``trainer.check_workdir``), never
+    A folder holding a run with other settings is an error (``run_folder.check_workdir``), never
     reported as this config's result.
     """
-    from jaxdann.trainer import TrainingDiverged, check_workdir, train_and_evaluate
+    from jaxdann.trainer import TrainingDiverged, train_and_evaluate
 
-    check_workdir(config, workdir)
+    run_folder.check_workdir(config, workdir)
     summary_path = os.path.join(workdir, "summary.json")
     if os.path.exists(summary_path):
         fix = "delete it and rerun: the cell then finishes from its last checkpoint"

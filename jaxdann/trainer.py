@@ -8,7 +8,6 @@ checkpoints in the run folder -> plots drawn from those files.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -45,8 +44,6 @@ __all__ = [
     "read_pretrained",
     "initial_params",
     "build_from_config",
-    "check_workdir",
-    "RESUMABLE_KEYS",
 ]
 
 
@@ -156,114 +153,6 @@ def initial_params(
     return jax.tree.map(jnp.asarray, params)
 
 
-def _saved_epochs(workdir: str) -> list[int]:
-    """The epochs after which ``workdir/checkpoints`` holds a checkpoint."""
-    checkpoints = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(checkpoints):
-        return []
-    return sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
-
-
-# Keys a resumed run may change: the run length, how it computes (the same function, rounded
-# differently) and what it prints or caches. Everything else must match the folder's run.
-RESUMABLE_KEYS = frozenset(
-    {
-        "epochs",
-        "model.stem",
-        "model.pool_gradient",
-        "parallel.num_devices",
-        "log_every_epoch",
-        "eval.validation_every_epoch",
-        "data.cache_dir",
-    }
-)
-
-
-def check_workdir(config, workdir: str) -> None:
-    """Refuses a run folder whose earlier run used other settings or ran more epochs than asked.
-
-    Resuming and extending (a larger ``epochs``) are allowed, as is changing a key of
-    :data:`RESUMABLE_KEYS` (how the run computes or reports, not what it trains); anything else
-    would mix two runs in one folder or overwrite finished results.
-    """
-    if not os.path.isdir(workdir):
-        return
-    _check_checkpoint_folders(os.path.join(workdir, "checkpoints"))
-    saved = _saved_epochs(workdir)
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    rows = plots.read_metrics(metrics) if os.path.exists(metrics) else []
-    trained = max([len(rows), *saved])
-    if not trained:
-        return
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise config_lib.ConfigError(
-            f"{workdir} holds a trained run (metrics.jsonl or checkpoints) but no config.json, so "
-            "its settings cannot be checked; restore config.json or choose a new --workdir."
-        )
-    previous = config_lib.flatten(run_folder.read_json(path))
-    current = config_lib.flatten(config_lib.to_dict(config))
-    # Keys added to jaxdann after the run started are not compared: it never had them.
-    differing = sorted(
-        key for key in previous if key not in RESUMABLE_KEYS and previous[key] != current.get(key)
-    )
-    if differing:
-        raise config_lib.ConfigError(
-            f"{workdir} holds a run with a different config ({', '.join(differing)}); "
-            "resume with the same settings (epochs may grow) or choose a new --workdir."
-        )
-    if trained > int(config.epochs):
-        raise config_lib.ConfigError(
-            f"{workdir} holds a run that trained {trained} epochs, more than epochs="
-            f"{config.epochs}; ask for at least {trained} or choose a new --workdir."
-        )
-    if saved:  # the run resumes from the newest checkpoint, after the rows before it
-        missing = sorted(set(range(1, saved[-1] + 1)) - {row.get("epoch") for row in rows})
-        if missing:
-            raise run_folder.DamagedFile(
-                f"{metrics} lacks epoch(s) {_spans(missing)}, which the checkpoint after epoch "
-                f"{saved[-1]} follows; put the file back if you have it, move checkpoints/"
-                f"{saved[-1]} out of {workdir}/checkpoints to resume from an earlier checkpoint, "
-                "or choose a new --workdir."
-            )
-
-
-# What orbax writes at the top of a step's folder (orbax-checkpoint 0.12, one item "default").
-_ORBAX_ENTRIES = frozenset({"_CHECKPOINT_METADATA", "commit_success.txt", "default"})
-
-
-def _check_checkpoint_folders(checkpoint_dir: str) -> None:
-    """Refuses numbered folders in ``checkpoints/`` holding files that orbax does not write.
-
-    Orbax takes every numbered folder for a step: the newest fails the restore, and an older one
-    is deleted by its keep-two clean-up, with whatever the user put there. (A step that orbax was
-    deleting when the run was killed holds a part of its own files, and is left to orbax.)
-    """
-    if not os.path.isdir(checkpoint_dir):
-        return
-    for name in sorted(os.listdir(checkpoint_dir)):
-        folder = os.path.join(checkpoint_dir, name)
-        if not (name.isdigit() and os.path.isdir(folder)):
-            continue
-        foreign = sorted(set(os.listdir(folder)) - _ORBAX_ENTRIES)
-        if foreign:
-            raise run_folder.DamagedFile(
-                f"{folder} is not a checkpoint jaxdann wrote (it holds {', '.join(foreign)}); "
-                f"move it out of {checkpoint_dir} and rerun."
-            )
-
-
-def _spans(numbers: list[int]) -> str:
-    """[1, 2, 3, 5] -> '1-3, 5'."""
-    spans, start = [], None
-    for index, number in enumerate(numbers):
-        start = number if start is None else start
-        if index + 1 == len(numbers) or numbers[index + 1] != number + 1:
-            spans.append(f"{start}" if start == number else f"{start}-{number}")
-            start = None
-    return ", ".join(spans)
-
-
 def _write_config(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
@@ -273,11 +162,7 @@ def _write_config(config, workdir: str) -> None:
 def _read_metrics(path: str, up_to_epoch: int) -> list[dict]:
     if not os.path.exists(path):
         return []
-    return [row for row in plots.read_metrics(path) if row["epoch"] <= up_to_epoch]
-
-
-def _write_jsonl(path: str, rows: list[dict]) -> None:
-    run_folder.write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    return [row for row in run_folder.read_metrics(path) if row["epoch"] <= up_to_epoch]
 
 
 def _to_python(value):
@@ -312,7 +197,7 @@ def train_and_evaluate(
             "data.shard_per_host with several processes needs train_and_evaluate to load the "
             "data itself (pass no data=)."
         )
-    check_workdir(config, workdir)
+    run_folder.check_workdir(config, workdir)
 
     if data is None:
         data = feeds.load_shard(config, shard)
@@ -446,7 +331,7 @@ def train_and_evaluate(
             row["epoch_time_s"] = round(time.time() - epoch_started, 3)
             history.append(row)
             if is_main:  # the row first: a checkpoint never stands without its epoch's row
-                _write_jsonl(metrics_path, history)
+                run_folder.write_metrics(metrics_path, history)
                 if config.log_every_epoch:
                     tqdm.write(_format_row(row, epochs))
             every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
