@@ -18,7 +18,7 @@ from jaxdann.run_folder import read_json
 
 __all__ = ["collect_rows", "format_markdown", "main"]
 
-_RERUN = "restore it, or rerun that run and report its new folder"
+_RERUN = "restore it, or delete it and rerun that run's command, which writes it anew"
 
 COLUMNS = ("model", "task", "train_accuracy", "test_accuracy", "validation_accuracy", "folder")
 

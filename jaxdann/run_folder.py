@@ -26,6 +26,12 @@ __all__ = [
 ]
 
 
+# The file orbax writes into a finished step's folder, and what it writes at the top of one
+# (orbax-checkpoint 0.12, one item "default").
+_MARKER = "_CHECKPOINT_METADATA"
+_ORBAX_ENTRIES = frozenset({_MARKER, "commit_success.txt", "default"})
+
+
 class DamagedFile(ValueError):
     """A run-folder file that cannot be read; the message names it and what to do."""
 
@@ -61,8 +67,9 @@ def read_metrics(path: str) -> list[dict]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise DamagedFile(
-                    f"{path}, line {number}: not valid JSON ({error.msg}); restore the file or "
-                    "choose a new --workdir."
+                    f"{path}, line {number}: not valid JSON ({error.msg}); restore the file, or "
+                    f"delete line {number} and those after it to resume from an earlier "
+                    "checkpoint (or from the start), or choose a new --workdir."
                 ) from None
     return rows
 
@@ -72,11 +79,15 @@ def write_metrics(path: str, rows: list[dict]) -> None:
 
 
 def _saved_epochs(workdir: str) -> list[int]:
-    """The epochs after which ``workdir/checkpoints`` holds a checkpoint."""
+    """The epochs after which ``workdir/checkpoints`` holds a finished orbax checkpoint."""
     checkpoints = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(checkpoints):
         return []
-    return sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
+    return sorted(
+        int(name)
+        for name in os.listdir(checkpoints)
+        if name.isdigit() and os.path.exists(os.path.join(checkpoints, name, _MARKER))
+    )
 
 
 # Keys a resumed run may change: the run length, how it computes (the same function, rounded
@@ -84,6 +95,8 @@ def _saved_epochs(workdir: str) -> list[int]:
 RESUMABLE_KEYS = frozenset(
     {
         "epochs",
+        "checkpoint_every_epochs",
+        "eval_batch_size",
         "model.stem",
         "model.pool_gradient",
         "parallel.num_devices",
@@ -123,9 +136,12 @@ def check_workdir(config, workdir: str) -> None:
         key for key in previous if key not in RESUMABLE_KEYS and previous[key] != current.get(key)
     )
     if differing:
+        changes = "; ".join(
+            f"{key}: {previous[key]!r}, now {current.get(key)!r}" for key in differing
+        )
         raise config_lib.ConfigError(
-            f"{workdir} holds a run with a different config ({', '.join(differing)}); "
-            "resume with the same settings (epochs may grow) or choose a new --workdir."
+            f"{workdir} holds a run with a different config ({changes}); resume with the same "
+            "settings (epochs may grow) or choose a new --workdir."
         )
     if trained > int(config.epochs):
         raise config_lib.ConfigError(
@@ -143,28 +159,26 @@ def check_workdir(config, workdir: str) -> None:
             )
 
 
-# What orbax writes at the top of a step's folder (orbax-checkpoint 0.12, one item "default").
-_ORBAX_ENTRIES = frozenset({"_CHECKPOINT_METADATA", "commit_success.txt", "default"})
-
-
 def _check_checkpoint_folders(checkpoint_dir: str) -> None:
-    """Refuses numbered folders in ``checkpoints/`` holding files that orbax does not write.
+    """Refuses numbered entries in ``checkpoints/`` that orbax did not write.
 
     Orbax takes every numbered folder for a step: the newest fails the restore, and an older one
-    is deleted by its keep-two clean-up, with whatever the user put there. (A step that orbax was
-    deleting when the run was killed holds a part of its own files, and is left to orbax.)
+    is deleted by its keep-two clean-up, with whatever the user put there. A folder with orbax's
+    marker is a checkpoint; one without it that holds only orbax's own entries is a step orbax
+    was deleting when the run was killed, and is left to orbax.
     """
     if not os.path.isdir(checkpoint_dir):
         return
     for name in sorted(os.listdir(checkpoint_dir)):
-        folder = os.path.join(checkpoint_dir, name)
-        if not (name.isdigit() and os.path.isdir(folder)):
+        path = os.path.join(checkpoint_dir, name)
+        if not name.isdigit() or os.path.exists(os.path.join(path, _MARKER)):
             continue
-        foreign = sorted(set(os.listdir(folder)) - _ORBAX_ENTRIES)
-        if foreign:
+        foreign = sorted(set(os.listdir(path)) - _ORBAX_ENTRIES) if os.path.isdir(path) else []
+        if not os.path.isdir(path) or foreign:
+            holds = f" (it holds {', '.join(foreign)})" if foreign else ""
             raise DamagedFile(
-                f"{folder} is not a checkpoint jaxdann wrote (it holds {', '.join(foreign)}); "
-                f"move it out of {checkpoint_dir} and rerun."
+                f"{path} is not a checkpoint jaxdann wrote{holds}; move it out of "
+                f"{checkpoint_dir} and rerun."
             )
 
 

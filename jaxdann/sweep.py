@@ -94,7 +94,7 @@ def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
     run_folder.check_workdir(config, workdir)
     summary_path = os.path.join(workdir, "summary.json")
     if os.path.exists(summary_path):
-        fix = "delete it and rerun: the cell then finishes from its last checkpoint"
+        fix = "delete it and rerun: the cell finishes again (from its last checkpoint, if any)"
         summary = run_folder.read_json(summary_path, fix=fix)
         if summary.get("epochs") == config.epochs:
             return summary, "done earlier"

@@ -254,41 +254,47 @@ def train_and_evaluate(
         checkpoint_dir,
         options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
     )
-    start_epoch = manager.latest_step() or 0
-    if config.data.shard_per_host:
-        feeds.check_process_count(workdir, resuming=start_epoch > 0)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    history = _read_metrics(metrics_path, start_epoch)
-    if start_epoch:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        try:
-            state = manager.restore(start_epoch, args=ocp.args.StandardRestore(abstract))
-        except Exception as error:  # orbax and TensorStore raise many kinds
-            manager.close()
-            raise ValueError(
-                f"the checkpoint {os.path.join(checkpoint_dir, str(start_epoch))} cannot be read "
-                f"({type(error).__name__}); move that folder out of {checkpoint_dir} to resume "
-                "from the checkpoint before it, or choose a new --workdir."
-            ) from error
-        if is_main:
-            print(f"resuming {workdir} from the checkpoint after epoch {start_epoch}")
-    # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
-    _write_config(config, workdir)
-
-    step_fn = make_train_step(
-        model,
-        optimizer_for,
-        schedule_for,
-        config,
-        mean=data.mean,
-        std=data.std,
-    )
-    train_step = jax.jit(step_fn, donate_argnums=0, compiler_options=parallel.compiler_options())
-
-    summarize = jax.jit(summarize_epoch)
-
-    target_predictions = None  # the last epoch's, reused by the final evaluation
+    # Any error or Ctrl-C from here on closes the manager first, which waits for an in-flight
+    # save and for orbax's deletion of an old step: both end whole.
     try:
+        start_epoch = manager.latest_step() or 0
+        if config.data.shard_per_host:
+            feeds.check_process_count(workdir, resuming=start_epoch > 0)
+        metrics_path = os.path.join(workdir, "metrics.jsonl")
+        history = _read_metrics(metrics_path, start_epoch)
+        if start_epoch:
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+            try:
+                state = manager.restore(start_epoch, args=ocp.args.StandardRestore(abstract))
+            except Exception as error:  # orbax and TensorStore raise many kinds
+                folder = os.path.join(checkpoint_dir, str(start_epoch))
+                raise run_folder.DamagedFile(
+                    f"the checkpoint {folder} cannot be read ({type(error).__name__}); move that "
+                    f"folder out of {checkpoint_dir} to resume from the checkpoint before it, or "
+                    "choose a new --workdir."
+                ) from error
+            if is_main:
+                print(f"resuming {workdir} from the checkpoint after epoch {start_epoch}")
+        # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
+        _write_config(config, workdir)
+        summary_path = os.path.join(workdir, "summary.json")
+        if is_main and start_epoch < epochs and os.path.exists(summary_path):
+            os.remove(summary_path)  # trained again: not finished until its new summary
+
+        step_fn = make_train_step(
+            model,
+            optimizer_for,
+            schedule_for,
+            config,
+            mean=data.mean,
+            std=data.std,
+        )
+        options = parallel.compiler_options()
+        train_step = jax.jit(step_fn, donate_argnums=0, compiler_options=options)
+
+        summarize = jax.jit(summarize_epoch)
+
+        target_predictions = None  # the last epoch's, reused by the final evaluation
         for epoch in range(start_epoch, epochs):
             epoch_started = time.time()
             step_metrics = []
@@ -337,12 +343,10 @@ def train_and_evaluate(
             every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
             if every > 0 and ((epoch + 1) % every == 0 or last_epoch):
                 manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
     except BaseException:
-        # Ctrl-C or an error: an in-flight save and orbax's deletion of an old step end whole
-        # first (close waits for them).
         manager.close()
         raise
-    manager.wait_until_finished()
     manager.close()
 
     if target_predictions is None:  # nothing was trained in this process (a finished run)

@@ -99,7 +99,9 @@ def test_rerun_with_other_settings_is_refused_not_reported_as_done(tmp_path, cap
     with open(os.path.join(workdir, "results.csv")) as f:
         before = f.read()
     changed = demo_grid_config(**{"grl.coefficient": 1.0})
-    with pytest.raises(config_lib.ConfigError, match=r"different config \(grl\.coefficient\)"):
+    with pytest.raises(
+        config_lib.ConfigError, match=r"different config \(grl\.coefficient: 0\.3, now 1\.0\)"
+    ):
         sweep.run_grid(changed, workdir, [0.01], ["sgd"], ["dann"])
     with open(os.path.join(workdir, "results.csv")) as f:
         assert f.read() == before  # the first grid's results are kept
@@ -226,7 +228,9 @@ def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache):
         assert json.load(f)["data_root"] == str(root)  # the folder read, for the record
     # Rerun with other settings: refused at the first run folder, the table kept.
     changed = config_lib.apply_overrides(config, {"optimizer.name": "adam"})
-    with pytest.raises(config_lib.ConfigError, match=r"different config \(optimizer\.name\)"):
+    with pytest.raises(
+        config_lib.ConfigError, match=r"different config \(optimizer\.name: 'sgd', now 'adam'\)"
+    ):
         pairs.run_pairs(changed, workdir, seeds=[0, 1], domains=["photo", "sketch"])
     with open(os.path.join(workdir, "pairs.md")) as f:
         assert f.read() == table

@@ -146,7 +146,9 @@ def test_larger_epochs_extends_a_finished_run(tmp_path):
 def test_resuming_with_a_different_config_is_refused(tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
-    with pytest.raises(config_lib.ConfigError, match=r"different config \(optimizer\.name\)"):
+    with pytest.raises(
+        config_lib.ConfigError, match=r"different config \(optimizer\.name: 'sgd', now 'adam'\)"
+    ):
         train_and_evaluate(tiny_config(epochs=1, **{"optimizer.name": "adam"}), workdir)
 
 
@@ -165,7 +167,12 @@ def test_fewer_epochs_than_trained_is_refused_and_the_run_kept(tmp_path):
 def test_resuming_may_change_how_a_run_reports_not_what_it_trains(tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config(epochs=1), workdir, progress=False)
-    reporting = {"log_every_epoch": "true", "eval.validation_every_epoch": "true"}
+    reporting = {
+        "log_every_epoch": "true",
+        "eval.validation_every_epoch": "true",
+        "eval_batch_size": "8",
+        "checkpoint_every_epochs": "2",
+    }
     train_and_evaluate(tiny_config(epochs=3, **reporting), workdir, progress=False)
     rows = read_rows(workdir)
     assert [row["epoch"] for row in rows] == [1, 2, 3]
@@ -443,6 +450,11 @@ def _user_notes_in(step):
         # An older step than orbax keeps: its clean-up would have deleted the notes.
         (_user_notes_in("0"), r"checkpoints/0 is not a checkpoint jaxdann wrote"),
         (_scramble_checkpoint, r"the checkpoint .*checkpoints/2 cannot be read .*move that"),
+        (lambda w: os.mkdir(os.path.join(w, "checkpoints", "9")), r"checkpoints/9 cannot be read"),
+        (
+            lambda w: open(os.path.join(w, "checkpoints", "12"), "w").close(),
+            r"checkpoints/12 is not a checkpoint jaxdann wrote; move it out",
+        ),
     ],
     ids=[
         "metrics_missing",
@@ -451,6 +463,8 @@ def _user_notes_in(step):
         "newer_foreign",
         "older_foreign",
         "checkpoint_damaged",
+        "empty_newest",
+        "numbered_file",
     ],
 )
 def test_a_damaged_run_folder_is_refused_by_name_and_left_as_it_was(
@@ -537,3 +551,17 @@ def test_a_step_orbax_was_deleting_when_killed_does_not_block_resuming(two_epoch
     train_and_evaluate(tiny_config(epochs=3), workdir, progress=False)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
     assert [row["epoch"] for row in read_rows(workdir)] == [1, 2, 3]
+
+
+def test_a_run_trained_again_has_no_summary_until_it_finishes(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(epochs=1, checkpoint_every_epochs=0)  # a rerun trains from the start
+    train_and_evaluate(config, workdir, progress=False)
+
+    def stop(step):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_and_evaluate(config, workdir, progress=False, on_step=stop)
+    # The earlier run's summary would tell a sweep this half-trained run is done.
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
