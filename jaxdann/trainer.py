@@ -254,8 +254,8 @@ def train_and_evaluate(
         checkpoint_dir,
         options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
     )
-    # Any error or Ctrl-C from here on closes the manager first, which waits for an in-flight
-    # save and for orbax's deletion of an old step: both end whole.
+    # However this block ends (done, an error, Ctrl-C), the manager is closed, which waits for an
+    # in-flight save and for orbax's deletion of an old step: both end whole.
     try:
         start_epoch = manager.latest_step() or 0
         if config.data.shard_per_host:
@@ -343,11 +343,8 @@ def train_and_evaluate(
             every = int(config.checkpoint_every_epochs)  # 0: never (short studies, no resuming)
             if every > 0 and ((epoch + 1) % every == 0 or last_epoch):
                 manager.save(epoch + 1, args=ocp.args.StandardSave(state))
-        manager.wait_until_finished()
-    except BaseException:
+    finally:
         manager.close()
-        raise
-    manager.close()
 
     if target_predictions is None:  # nothing was trained in this process (a finished run)
         _, *target_predictions = feed.evaluate(state.params, "target")
