@@ -10,20 +10,22 @@
 #      If the machine went cold in between, step still runs and seed says photo is missing.
 # Parts: step | seed | all | hold | grid (+ .data/PACS/cartoon and sketch on the warm machine:
 # the seed's grid) | pairs (all four domains on hand; 12 pairs x 2 adaptations x 3 seeds, 8
-# epochs; rerun on the warm machine to go on: finished runs in /tmp/pairs are skipped).
+# epochs; rerun on the warm machine to go on: finished runs in the scratch pairs/ are skipped).
 # .whl holds what the GPU image lacks: `pip download --no-deps -d .whl ml_collections` (the first
 # session's image had everything else jaxdann imports). .data/PACS/<domain>: `mkdir -p .data/PACS &&
 # cp -r ../shared/data/PACS/<domain> .data/PACS/` before the call that carries it.
-# Results go to $OUT (device tool) or ./gpu_out.
+# Results go to $OUT (device tool) or ./gpu_out; scratch files (run folders, caches, the wheels'
+# install) to $GPU_SESSION_SCRATCH or /tmp. tests/test_gpu_session.py runs the parts on the CPU.
 set -uo pipefail
 part=${1:-step}
 out=${OUT:-gpu_out}
-mkdir -p "$out"
+tmp=${GPU_SESSION_SCRATCH:-/tmp}
+mkdir -p "$out" "$tmp"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
+    --target "$tmp/site" .whl/*.whl || exit 1
 fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$tmp/site:$PWD PYTHONUNBUFFERED=1
 ls .data/PACS
 
 rc=0
@@ -44,8 +46,8 @@ logged() {
 step() {
   # The compilation cache (here only) lets later runs reuse XLA's autotuning and the profile run
   # reuse the B=256 bf16 step's executable. About 5 minutes in all on an H200 (estimate).
-  export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache_step
-  rm -rf /tmp/demo_gpu /tmp/prof_bf16
+  export JAX_COMPILATION_CACHE_DIR=$tmp/jax_cache_step
+  rm -rf "$tmp/demo_gpu" "$tmp/prof_bf16"
   local bench="python3 benchmarks/train_step.py --image-size 224 --steps 20 --warmup 3"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/env.txt"
   logged "$out/env.txt" 60 1 python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)"
@@ -59,9 +61,9 @@ step() {
   done
   # Where the bf16 step's time goes: the largest GPU kernels per step (self time); its 20 timed
   # steps are also a second run of the default, the noise floor for the variants above.
-  logged "$out/profile_bf16_b256.txt" 120 24 $bench --batch-size 256 --dtype bfloat16 --profile /tmp/prof_bf16
+  logged "$out/profile_bf16_b256.txt" 120 24 $bench --batch-size 256 --dtype bfloat16 --profile "$tmp/prof_bf16"
   # Last: the demo (measured before; 35 s), so a short call loses it first.
-  logged "$out/demo.txt" 120 5 bash -c "time python3 -m jaxdann.train --workdir /tmp/demo_gpu"
+  logged "$out/demo.txt" 120 5 bash -c "time python3 -m jaxdann.train --workdir '$tmp/demo_gpu'"
 }
 
 seed() {
@@ -93,18 +95,18 @@ hold)
   ;;
 grid)
   logged "$out/grid.log" 500 5 bash -c "time python3 -m jaxdann.sweep --config configs/pacs_dann.py \
-    --workdir /tmp/grid --learning_rates 0.01,0.001,0.00001 --optimizers sgd,adam,rmsprop \
+    --workdir '$tmp/grid' --learning_rates 0.01,0.001,0.00001 --optimizers sgd,adam,rmsprop \
     --adaptations none,dann --config.data.root=.data/PACS --config.model.pretrained=none \
     --config.epochs=25 --config.checkpoint_every_epochs=25 --config.log_every_epoch=false"
-  cp /tmp/grid/results.csv /tmp/grid/heatmap_validation_*.png /tmp/grid/best_curves_dann.png "$out/" 2>/dev/null
-  logged "$out/grid.log" 60 10 python3 -m jaxdann.report /tmp/grid --output "$out"
+  cp "$tmp"/grid/results.csv "$tmp"/grid/heatmap_validation_*.png "$tmp"/grid/best_curves_dann.png "$out/" 2>/dev/null
+  logged "$out/grid.log" 60 10 python3 -m jaxdann.report "$tmp/grid" --output "$out"
   ;;
 pairs)
   logged "$out/pairs.log" 540 25 bash -c "time python3 -m jaxdann.pairs --config configs/pacs_dann.py \
-    --workdir /tmp/pairs --seeds 0,1,2 --config.data.root=.data/PACS \
+    --workdir '$tmp/pairs' --seeds 0,1,2 --config.data.root=.data/PACS \
     --config.model.pretrained=none --config.epochs=8 --config.checkpoint_every_epochs=0 \
     --config.log_every_epoch=false"
-  cp /tmp/pairs/pairs.md /tmp/pairs/pairs_runs.csv "$out/" 2>/dev/null
+  cp "$tmp/pairs/pairs.md" "$tmp/pairs/pairs_runs.csv" "$out/" 2>/dev/null
   ;;
 *)
   echo "unknown part '$part': step, seed, all, hold, grid or pairs"
