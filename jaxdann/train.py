@@ -3,6 +3,10 @@
 Without ``--config`` it trains the embedded demo (digits -> textured digits); without
 ``--workdir`` it makes a fresh folder under ``runs/``. Rerunning with the same ``--workdir``
 resumes from the last checkpoint.
+
+Exit status: 0 done; 1 the run failed (unreadable data or run-folder files, divergence); 2 the
+settings were refused (a bad flag or value, or not the settings of the run in ``--workdir``);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -45,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return config_lib.INTERRUPTED
     try:
         summary = train_and_evaluate(config, workdir)
-    except (TrainingDiverged, OSError, ValueError) as error:
+    except config_lib.ConfigError as error:  # the settings: bad, or not those of the folder's run
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (TrainingDiverged, OSError, ValueError) as error:  # the run or its files failed
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

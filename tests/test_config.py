@@ -149,6 +149,14 @@ def test_an_unusable_run_folder_or_an_interrupt_is_one_line(tmp_path, capsys, mo
     def interrupted(config, workdir):
         raise KeyboardInterrupt
 
+    # Settings the folder's run was not trained with are refused like a bad flag: exit 2.
+    run = str(tmp_path / "run")
+    assert train.main(["--workdir", run, "--config.epochs=1", "--config.data.limit=40"]) == 0
+    capsys.readouterr()
+    assert train.main(["--workdir", run, "--config.epochs=1", "--config.data.limit=20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.limit: 40, now 20" in err[0]
+
     monkeypatch.setattr("jaxdann.trainer.train_and_evaluate", interrupted)
-    assert train.main(["--workdir", str(tmp_path / "run")]) == 130
-    assert f"rerun with --workdir {tmp_path / 'run'}" in capsys.readouterr().err
+    assert train.main(["--workdir", str(tmp_path / "interrupted")]) == 130
+    assert f"rerun with --workdir {tmp_path / 'interrupted'}" in capsys.readouterr().err
