@@ -258,7 +258,7 @@ def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:
 def check_process_count(workdir: str, *, resuming: bool) -> None:
     """Shard-mode data order depends on the process count: a run resumes only with the same.
 
-    A new run records its count in ``workdir/shards.json``; a resumed run must match it.
+    A resumed run must match the count a new one recorded (:func:`record_process_count`).
     """
     path = os.path.join(workdir, "shards.json")
     if resuming and os.path.exists(path):
@@ -268,8 +268,14 @@ def check_process_count(workdir: str, *, resuming: bool) -> None:
                 f"{workdir} was trained with data.shard_per_host on {recorded} processes; resume "
                 f"it on {recorded} (not {jax.process_count()}) or choose a new --workdir."
             )
-    elif jax.process_index() == 0:
-        run_folder.write_json(path, {"process_count": jax.process_count()})
+
+
+def record_process_count(workdir: str) -> None:
+    """Writes ``workdir/shards.json`` once the run has started (after its checks and restore)."""
+    if jax.process_index() == 0:
+        run_folder.write_json(
+            os.path.join(workdir, "shards.json"), {"process_count": jax.process_count()}
+        )
 
 
 def make_feed(data, config, mesh, eval_step: Callable) -> DevicePools | HostShards:

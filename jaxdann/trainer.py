@@ -277,6 +277,8 @@ def train_and_evaluate(
                 print(f"resuming {workdir} from the checkpoint after epoch {start_epoch}")
         # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
         _write_config(config, workdir)
+        if config.data.shard_per_host:
+            feeds.record_process_count(workdir)
         summary_path = os.path.join(workdir, "summary.json")
         if is_main and start_epoch < epochs and os.path.exists(summary_path):
             os.remove(summary_path)  # trained again: not finished until its new summary

@@ -305,6 +305,8 @@ def test_a_sharded_run_resumes_only_on_as_many_processes(tmp_path):
 
     workdir = str(tmp_path)
     feed.check_process_count(workdir, resuming=False)
+    assert not (tmp_path / "shards.json").exists()  # written only once the run has started
+    feed.record_process_count(workdir)
     with open(tmp_path / "shards.json") as f:
         assert json.load(f) == {"process_count": 1}
     feed.check_process_count(workdir, resuming=True)  # same count: fine
@@ -477,6 +479,20 @@ def test_a_damaged_run_folder_is_refused_by_name_and_left_as_it_was(
     with pytest.raises(ValueError, match=message) as error:
         train_and_evaluate(tiny_config(epochs=3), workdir, progress=False)
     assert "\n" not in str(error.value)
+    assert _folder_state(workdir) == before
+    gc.collect()  # here, where the filter above applies
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_refused_sharded_resume_writes_no_shards_file(tmp_path):
+    workdir = str(tmp_path / "run")
+    sharded = {"data.shard_per_host": True}
+    train_and_evaluate(tiny_config(epochs=2, **sharded), workdir, progress=False)
+    os.remove(os.path.join(workdir, "shards.json"))  # a folder from before shards.json existed
+    _scramble_checkpoint(workdir)
+    before = _folder_state(workdir)
+    with pytest.raises(ValueError, match="checkpoints/2 cannot be read"):
+        train_and_evaluate(tiny_config(epochs=3, **sharded), workdir, progress=False)
     assert _folder_state(workdir) == before
     gc.collect()  # here, where the filter above applies
 
