@@ -252,7 +252,10 @@ def train_and_evaluate(
     checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
     manager = ocp.CheckpointManager(
         checkpoint_dir,
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+        # cleanup_tmp_directories: a save cut short by a kill left a step's temporary folder.
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=2, create=True, cleanup_tmp_directories=True
+        ),
     )
     # However this block ends (done, an error, Ctrl-C), the manager is closed, which waits for an
     # in-flight save and for orbax's deletion of an old step: both end whole.

@@ -497,6 +497,18 @@ def test_a_refused_sharded_resume_writes_no_shards_file(tmp_path):
     gc.collect()  # here, where the filter above applies
 
 
+def test_a_save_cut_short_leaves_no_temporary_folder_after_the_next_start(two_epoch_run, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(two_epoch_run, workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    # What a kill during orbax's save of step 5 leaves: the step's temporary folder, half written.
+    stale = os.path.join(checkpoints, "5.orbax-checkpoint-tmp-1764352800000000")
+    shutil.copytree(os.path.join(checkpoints, "2", "default"), os.path.join(stale, "default"))
+    train_and_evaluate(tiny_config(epochs=3), workdir, progress=False)
+    assert sorted(os.listdir(checkpoints)) == ["2", "3"]
+    assert [row["epoch"] for row in read_rows(workdir)] == [1, 2, 3]
+
+
 def test_the_summary_comes_last_so_a_run_stopped_before_it_finishes_its_figures(
     tmp_path, monkeypatch
 ):
