@@ -170,6 +170,51 @@ def _to_python(value):
     return value.item() if value.ndim == 0 else value.tolist()
 
 
+def _optimizer_factories(opt) -> tuple[Callable, Callable]:
+    """``optimizer_for(learning_rate, course)`` and ``schedule_for(learning_rate, course)``.
+
+    Factories, not an optimizer: the train step builds its optimizer from the traced learning
+    rate and course, so runs that differ only in those share one compiled step.
+    """
+
+    def schedule_for(learning_rate, course):
+        if opt.schedule == "annealed":
+            return annealed_learning_rate_schedule(learning_rate, total_steps=course["total_steps"])
+        return learning_rate_schedule(
+            learning_rate,
+            step_size=opt.step_size,
+            gamma=opt.gamma,
+            steps_per_epoch=course["steps_per_epoch"],
+        )
+
+    def optimizer_for(learning_rate, course):
+        return make_optimizer(
+            opt.name,
+            learning_rate,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            schedule=schedule_for(learning_rate, course),
+            clip_norm=float(opt.clip_norm),
+            steps_per_epoch=course["steps_per_epoch"],
+        )
+
+    return optimizer_for, schedule_for
+
+
+def _check_finite(losses: np.ndarray, epoch: int, steps_per_epoch: int, manager) -> None:
+    """Stops a run whose epoch had a non-finite loss; its newest saved checkpoint stays."""
+    if np.all(np.isfinite(losses)):
+        return
+    bad_step = epoch * steps_per_epoch + int(np.argmin(np.isfinite(losses)))
+    manager.wait_until_finished()
+    kept = manager.latest_step()
+    where = f"the checkpoint after epoch {kept} in {manager.directory} is kept; " if kept else ""
+    raise TrainingDiverged(
+        f"non-finite loss at step {bad_step} (epoch {epoch + 1}); {where}"
+        "lower optimizer.learning_rate or check the data."
+    )
+
+
 def train_and_evaluate(
     config,
     workdir: str,
@@ -208,38 +253,17 @@ def train_and_evaluate(
         feed.source_count, batch_size, config.data.drop_last
     )
     total_steps = steps_per_epoch * epochs
-    opt = config.optimizer
     # The run's length is an argument of the compiled step, not a constant in it: runs that
     # differ only in data size (the source domains of jaxdann.pairs) share one executable.
     course = make_course(
         steps_per_epoch, total_steps, int(config.grl.warmup_epochs) * steps_per_epoch
     )
-
-    def schedule_for(learning_rate, course):
-        if opt.schedule == "annealed":
-            return annealed_learning_rate_schedule(learning_rate, total_steps=course["total_steps"])
-        return learning_rate_schedule(
-            learning_rate,
-            step_size=opt.step_size,
-            gamma=opt.gamma,
-            steps_per_epoch=course["steps_per_epoch"],
-        )
-
-    def optimizer_for(learning_rate, course):
-        return make_optimizer(
-            opt.name,
-            learning_rate,
-            momentum=opt.momentum,
-            weight_decay=opt.weight_decay,
-            schedule=schedule_for(learning_rate, course),
-            clip_norm=float(opt.clip_norm),
-            steps_per_epoch=course["steps_per_epoch"],
-        )
+    optimizer_for, schedule_for = _optimizer_factories(config.optimizer)
 
     replicated = parallel.replicated(mesh)
     root_key = jax.random.PRNGKey(config.seed)
     params = initial_params(model, config, data.source.images.shape[1:], root_key, pretrained)
-    learning_rate = jnp.asarray(opt.learning_rate, jnp.float32)
+    learning_rate = jnp.asarray(config.optimizer.learning_rate, jnp.float32)
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -317,20 +341,7 @@ def train_and_evaluate(
                 if on_step is not None:
                     on_step(epoch * steps_per_epoch + index)
             summary = jax.device_get(summarize(step_metrics))
-            losses = np.asarray(summary.pop("losses"))
-            if not np.all(np.isfinite(losses)):
-                bad_step = epoch * steps_per_epoch + int(np.argmin(np.isfinite(losses)))
-                manager.wait_until_finished()
-                kept = manager.latest_step()
-                raise TrainingDiverged(
-                    f"non-finite loss at step {bad_step} (epoch {epoch + 1}); "
-                    + (
-                        f"the checkpoint after epoch {kept} in {checkpoint_dir} is kept; "
-                        if kept
-                        else ""
-                    )
-                    + "lower optimizer.learning_rate or check the data."
-                )
+            _check_finite(np.asarray(summary.pop("losses")), epoch, steps_per_epoch, manager)
             row = {"epoch": epoch + 1}
             row |= {
                 key: _to_python(summary[key]) if key in summary else None for key in EPOCH_METRICS

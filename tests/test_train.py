@@ -3,6 +3,7 @@
 import gc
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -235,7 +236,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
     # A normal first epoch, then StepLR multiplies the learning rate by 1e30.
     explode = {"optimizer.schedule": "step", "optimizer.step_size": 1, "optimizer.gamma": 1e30}
-    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step [3-5] \(epoch 2\)"):
+    kept = re.escape(f"the checkpoint after epoch 1 in {workdir}/checkpoints is kept; lower")
+    with pytest.raises(
+        TrainingDiverged, match=rf"non-finite loss at step [3-5] \(epoch 2\); {kept}"
+    ):
         train_and_evaluate(tiny_config(epochs=3, **explode), workdir, progress=False)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
     assert [row["epoch"] for row in read_rows(workdir)] == [1]
