@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
-from PIL import Image
 
 from jaxdann import config as config_lib
 from jaxdann import input_pipeline, pairs, report, sweep
@@ -171,23 +170,12 @@ def test_report_from_runs_and_sweeps(tmp_path):
     assert report.main([str(tmp_path)]) == 2
 
 
-def _write_tree(root, domains=("photo", "sketch"), classes=("cat", "dog"), per_class=6):
-    rng = np.random.default_rng(0)
-    for d, domain in enumerate(domains):
-        for c, name in enumerate(classes):
-            folder = root / domain / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 60, (40, 44, 3)) + 80 * c + 40 * d
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-
-
-def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache):
+def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache, write_pacs_tree):
     root = tmp_path / "PACS"
     # Domains of different sizes (2 and 3 steps an epoch at batch 8): their runs still share
     # one compiled train step per adaptation, the run length being an argument of the step.
-    _write_tree(root, ("photo",), per_class=6)
-    _write_tree(root, ("sketch",), per_class=9)
+    write_pacs_tree(root, ("photo",), per_class=6)
+    write_pacs_tree(root, ("sketch",), per_class=9)
 
     def cache_every_compilation(directory):
         sweep.enable_compilation_cache(directory)
