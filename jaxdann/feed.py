@@ -22,7 +22,14 @@ from jax.experimental import multihost_utils
 
 from jaxdann import input_pipeline, parallel, run_folder
 
-__all__ = ["DevicePools", "HostShards", "check_process_count", "load_shard", "make_feed"]
+__all__ = [
+    "DevicePools",
+    "HostShards",
+    "check_process_count",
+    "data_fingerprints",
+    "load_shard",
+    "make_feed",
+]
 
 Evaluation = tuple[float, np.ndarray, np.ndarray]  # accuracy, labels, predictions
 _EVAL_SPLITS = {"target": "target_eval", "validation": "validation"}  # evaluate(name) -> split
@@ -253,6 +260,16 @@ def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:
             "fix the data and rerun."
         )
     return data
+
+
+def data_fingerprints(data: input_pipeline.ExperimentData, sharded: bool) -> list[dict]:
+    """The data each process holds (:func:`input_pipeline.fingerprint`, described): one entry
+    when every process holds all of it, one per process with ``data.shard_per_host``."""
+    own = input_pipeline.fingerprint(data)
+    rows = own[None]
+    if sharded and jax.process_count() > 1:
+        rows = np.asarray(multihost_utils.process_allgather(own)).reshape(-1, len(own))
+    return [input_pipeline.describe_fingerprint(row) for row in rows]
 
 
 def check_process_count(workdir: str, *, resuming: bool) -> None:

@@ -12,6 +12,7 @@ each process draws its part of every batch from its own shard, as endless stream
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from jaxdann import config as config_lib
 __all__ = [
     "Split",
     "ExperimentData",
+    "describe_fingerprint",
+    "fingerprint",
     "load_experiment_data",
     "load_pacs_domains",
     "steps_per_epoch",
@@ -51,6 +54,41 @@ class ExperimentData:
     class_names: tuple[str, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+
+FINGERPRINT_SPLITS = ("source", "target", "target_eval", "validation")
+
+
+def fingerprint(data: ExperimentData) -> np.ndarray:
+    """What a run trains and is measured on, in a few numbers (int64, two per split): each split's
+    image count and the CRC-32 of its images and labels, -1s for an absent split.
+
+    Equal fingerprints mean the same data (short of a CRC-32 collision), wherever and however it
+    was read (any ``data.root``, folder or TFDS): the run folder records it, and a resumed run
+    must read the same.
+    """
+    values, seen = [], {}
+    for name in FINGERPRINT_SPLITS:
+        split = getattr(data, name)
+        if split is None:
+            values += [-1, -1]
+        elif id(split) in seen:  # PACS measures target accuracy on the target split itself
+            values += seen[id(split)]
+        else:
+            images = memoryview(np.ascontiguousarray(split.images)).cast("B")
+            labels = split.labels.astype(np.int32).tobytes()
+            seen[id(split)] = [len(split), zlib.crc32(labels, zlib.crc32(images))]
+            values += seen[id(split)]
+    return np.asarray(values, np.int64)
+
+
+def describe_fingerprint(values: np.ndarray) -> dict:
+    """:func:`fingerprint`'s numbers by split, as the run folder's ``data.json`` holds them."""
+    pairs = np.asarray(values).reshape(len(FINGERPRINT_SPLITS), 2).tolist()
+    return {
+        name: None if count < 0 else {"images": count, "crc32": f"{crc:08x}"}
+        for name, (count, crc) in zip(FINGERPRINT_SPLITS, pairs, strict=True)
+    }
 
 
 def _limit(split: Split, limit: int) -> Split:

@@ -16,11 +16,15 @@ from jaxdann import config as config_lib
 
 __all__ = [
     "DamagedFile",
+    "DATA_RECORD",
     "RESUMABLE_KEYS",
+    "check_data",
     "check_workdir",
     "read_json",
     "read_metrics",
     "write_json",
+    "saved_epochs",
+    "write_data",
     "write_metrics",
     "write_text",
 ]
@@ -30,6 +34,7 @@ __all__ = [
 # (orbax-checkpoint 0.12, one item "default").
 _MARKER = "_CHECKPOINT_METADATA"
 _ORBAX_ENTRIES = frozenset({_MARKER, "commit_success.txt", "default"})
+DATA_RECORD = "data.json"  # what the run reads (jaxdann.input_pipeline.fingerprint)
 
 
 class DamagedFile(ValueError):
@@ -78,7 +83,7 @@ def write_metrics(path: str, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def _saved_epochs(workdir: str) -> list[int]:
+def saved_epochs(workdir: str) -> list[int]:
     """The epochs after which ``workdir/checkpoints`` holds a finished orbax checkpoint."""
     checkpoints = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(checkpoints):
@@ -105,6 +110,9 @@ RESUMABLE_KEYS = frozenset(
         "data.cache_dir",
     }
 )
+# Where and how the data is read: these may change once the folder records what its run read
+# (data.json), since the resumed run must then read the same (check_data).
+_READ_KEYS = frozenset({"data.root", "data.format", "data.on_bad"})
 
 
 def check_workdir(config, workdir: str) -> None:
@@ -117,7 +125,7 @@ def check_workdir(config, workdir: str) -> None:
     if not os.path.isdir(workdir):
         return
     _check_checkpoint_folders(os.path.join(workdir, "checkpoints"))
-    saved = _saved_epochs(workdir)
+    saved = saved_epochs(workdir)
     metrics = os.path.join(workdir, "metrics.jsonl")
     rows = read_metrics(metrics) if os.path.exists(metrics) else []
     trained = max([len(rows), *saved])
@@ -131,9 +139,12 @@ def check_workdir(config, workdir: str) -> None:
         )
     previous = config_lib.flatten(read_json(path))
     current = config_lib.flatten(config_lib.to_dict(config))
+    resumable = RESUMABLE_KEYS
+    if os.path.exists(os.path.join(workdir, DATA_RECORD)):
+        resumable |= _READ_KEYS
     # Keys added to jaxdann after the run started are not compared: it never had them.
     differing = sorted(
-        key for key in previous if key not in RESUMABLE_KEYS and previous[key] != current.get(key)
+        key for key in previous if key not in resumable and previous[key] != current.get(key)
     )
     if differing:
         changes = "; ".join(
@@ -157,6 +168,45 @@ def check_workdir(config, workdir: str) -> None:
                 f"{saved[-1]} out of {workdir}/checkpoints to resume from an earlier checkpoint, "
                 "or choose a new --workdir."
             )
+
+
+def check_data(workdir: str, fingerprints: list[dict]) -> None:
+    """Refuses to resume a run on other data than it trained on (``fingerprints``: from
+    ``jaxdann.feed.data_fingerprints``), wherever that data is read from now."""
+    path = os.path.join(workdir, DATA_RECORD)
+    if not os.path.exists(path) or not _trained(workdir):
+        return
+    recorded = read_json(path).get("processes")
+    if not isinstance(recorded, list):
+        raise DamagedFile(
+            f"{path} lacks its 'processes' list; restore it or choose a new --workdir."
+        )
+    if len(recorded) != len(fingerprints):  # shards on another number of processes
+        raise config_lib.ConfigError(
+            f"{workdir} recorded the data of {len(recorded)} process(es), this run has "
+            f"{len(fingerprints)}; resume it as it started or choose a new --workdir."
+        )
+    for then, now in zip(recorded, fingerprints, strict=True):
+        for split in then:
+            if then[split] != now.get(split):
+                raise config_lib.ConfigError(
+                    f"{workdir} was trained on other data than it reads now ({split}: "
+                    f"{_describe(then[split])} then, {_describe(now.get(split))} now); read the "
+                    "data the run started with (data.root, data.format) or choose a new --workdir."
+                )
+
+
+def write_data(workdir: str, fingerprints: list[dict]) -> None:
+    """Records what the run reads (see :func:`check_data`)."""
+    write_json(os.path.join(workdir, DATA_RECORD), {"processes": fingerprints})
+
+
+def _trained(workdir: str) -> bool:
+    return bool(saved_epochs(workdir)) or os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+
+
+def _describe(split: dict | None) -> str:
+    return "none" if split is None else f"{split['images']} images, CRC-32 {split['crc32']}"
 
 
 def _check_checkpoint_folders(checkpoint_dir: str) -> None:

@@ -246,6 +246,11 @@ def train_and_evaluate(
 
     if data is None:
         data = feeds.load_shard(config, shard)
+    # A resumed run must read what it trained on, wherever it reads it from now.
+    fingerprints = feeds.data_fingerprints(data, sharded=bool(config.data.shard_per_host))
+    if config.data.shard_per_host:
+        feeds.check_process_count(workdir, resuming=bool(run_folder.saved_epochs(workdir)))
+    run_folder.check_data(workdir, fingerprints)
     model = build_from_config(config, len(data.class_names))
     feed = feeds.make_feed(data, config, mesh, make_eval_step(model, mean=data.mean, std=data.std))
     batch_size, epochs = int(config.batch_size), int(config.epochs)
@@ -285,8 +290,6 @@ def train_and_evaluate(
     # in-flight save and for orbax's deletion of an old step: both end whole.
     try:
         start_epoch = manager.latest_step() or 0
-        if config.data.shard_per_host:
-            feeds.check_process_count(workdir, resuming=start_epoch > 0)
         metrics_path = os.path.join(workdir, "metrics.jsonl")
         history = _read_metrics(metrics_path, start_epoch)
         if start_epoch:
@@ -304,6 +307,8 @@ def train_and_evaluate(
                 print(f"resuming {workdir} from the checkpoint after epoch {start_epoch}")
         # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
         _write_config(config, workdir)
+        if is_main:
+            run_folder.write_data(workdir, fingerprints)
         if config.data.shard_per_host:
             feeds.record_process_count(workdir)
         summary_path = os.path.join(workdir, "summary.json")

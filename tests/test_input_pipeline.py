@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
+from jaxdann import config as config_lib
 from jaxdann.input_pipeline import (
+    ExperimentData,
+    Split,
+    describe_fingerprint,
+    fingerprint,
     load_experiment_data,
     shard_stream_indices,
     source_batch_indices,
@@ -98,3 +103,36 @@ def test_shards_of_the_demo_partition_every_split():
         np.testing.assert_array_equal(parts[0].labels, full.labels[0::2])
     config.data.limit = 40  # per shard: ceil(40 / 2)
     assert len(load_experiment_data(config, shard=(1, 2)).source) == 20
+
+
+def test_the_fingerprint_changes_with_any_pixel_or_label_and_only_then():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(6, dtype=np.int32) % 2
+
+    def data(images, labels, validation=None):
+        split = Split(images, labels)
+        return ExperimentData(split, split, split, validation, ("a", "b"), (0.5,) * 3, (0.5,) * 3)
+
+    base = fingerprint(data(images, labels))
+    assert np.array_equal(base, fingerprint(data(images.copy(), labels.copy())))
+    # Labels of another integer type are the same data.
+    assert np.array_equal(base, fingerprint(data(images, labels.astype(np.int64))))
+    pixel = images.copy()
+    pixel[3, 4, 5, 1] ^= 1
+    assert not np.array_equal(base, fingerprint(data(pixel, labels)))
+    assert not np.array_equal(base, fingerprint(data(images, labels[::-1].copy())))
+    assert not np.array_equal(base, fingerprint(data(images[:5], labels[:5])))
+    described = describe_fingerprint(base)
+    assert described["source"]["images"] == 6 and len(described["source"]["crc32"]) == 8
+    assert described["validation"] is None
+    with_validation = describe_fingerprint(fingerprint(data(images, labels, Split(images, labels))))
+    assert with_validation["validation"] == described["source"]
+
+
+def test_the_demo_fingerprint_is_the_same_in_every_load():
+    config = config_lib.apply_overrides(config_lib.demo_config(), {"data.limit": "40"})
+    first = fingerprint(load_experiment_data(config))
+    assert np.array_equal(first, fingerprint(load_experiment_data(config)))
+    other = config_lib.apply_overrides(config, {"data.limit": "39"})
+    assert not np.array_equal(first, fingerprint(load_experiment_data(other)))

@@ -105,6 +105,11 @@ def test_each_host_loads_and_reads_only_its_own_shard(tmp_path):
     assert all(np.isfinite(row[key]) for row in rows for key in KEYS)
     # One checkpoint per epoch, written once for both processes.
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
+    # The data record holds each process's shard: 20 images each, different ones.
+    with open(os.path.join(workdir, "data.json")) as f:
+        shards = json.load(f)["processes"]
+    assert [shard["source"]["images"] for shard in shards] == [20, 20]
+    assert shards[0]["source"]["crc32"] != shards[1]["source"]["crc32"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
