@@ -29,6 +29,7 @@ __all__ = [
     "data_fingerprints",
     "load_shard",
     "make_feed",
+    "record_process_count",
 ]
 
 Evaluation = tuple[float, np.ndarray, np.ndarray]  # accuracy, labels, predictions

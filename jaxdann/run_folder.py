@@ -22,9 +22,9 @@ __all__ = [
     "check_workdir",
     "read_json",
     "read_metrics",
-    "write_json",
     "saved_epochs",
     "write_data",
+    "write_json",
     "write_metrics",
     "write_text",
 ]

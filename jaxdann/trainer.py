@@ -243,13 +243,13 @@ def train_and_evaluate(
             "data itself (pass no data=)."
         )
     run_folder.check_workdir(config, workdir)
+    if config.data.shard_per_host:
+        feeds.check_process_count(workdir, resuming=bool(run_folder.saved_epochs(workdir)))
 
     if data is None:
         data = feeds.load_shard(config, shard)
     # A resumed run must read what it trained on, wherever it reads it from now.
     fingerprints = feeds.data_fingerprints(data, sharded=bool(config.data.shard_per_host))
-    if config.data.shard_per_host:
-        feeds.check_process_count(workdir, resuming=bool(run_folder.saved_epochs(workdir)))
     run_folder.check_data(workdir, fingerprints)
     model = build_from_config(config, len(data.class_names))
     feed = feeds.make_feed(data, config, mesh, make_eval_step(model, mean=data.mean, std=data.std))
