@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxdann import config as config_lib
 from jaxdann import input_pipeline, parallel, run_folder
 
 __all__ = [
@@ -264,13 +265,29 @@ def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:
 
 
 def data_fingerprints(data: input_pipeline.ExperimentData, sharded: bool) -> list[dict]:
-    """The data each process holds (:func:`input_pipeline.fingerprint`, described): one entry
-    when every process holds all of it, one per process with ``data.shard_per_host``."""
-    own = input_pipeline.fingerprint(data)
-    rows = own[None]
-    if sharded and jax.process_count() > 1:
-        rows = np.asarray(multihost_utils.process_allgather(own)).reshape(-1, len(own))
-    return [input_pipeline.describe_fingerprint(row) for row in rows]
+    """The data the run reads (:attr:`~jaxdann.input_pipeline.ExperimentData.fingerprint`,
+    described): one entry, or one per process with ``data.shard_per_host``.
+
+    On several processes every one gets every fingerprint, so a check on them refuses on all
+    processes alike; without sharding, every process must hold the same data.
+    """
+    own = data.fingerprint
+    if jax.process_count() == 1:
+        return [input_pipeline.describe_fingerprint(own)]
+    # As int32 pairs: without jax_enable_x64 a gathered int64 would be cut to 32 bits.
+    gathered = multihost_utils.process_allgather(own.view(np.int32))
+    rows = np.ascontiguousarray(np.asarray(gathered, np.int32)).reshape(-1, 2 * len(own))
+    rows = rows.view(np.int64)
+    described = [input_pipeline.describe_fingerprint(row) for row in rows]
+    if sharded:
+        return described
+    differ = [index for index, entry in enumerate(described) if entry != described[0]]
+    if differ:
+        raise config_lib.ConfigError(
+            f"process(es) {', '.join(map(str, differ))} read other data than process 0; without "
+            "data.shard_per_host every process must read the same: check data.root on every host."
+        )
+    return described[:1]
 
 
 def check_process_count(workdir: str, *, resuming: bool) -> None:
@@ -282,7 +299,7 @@ def check_process_count(workdir: str, *, resuming: bool) -> None:
     if resuming and os.path.exists(path):
         recorded = run_folder.read_json(path)["process_count"]
         if recorded != jax.process_count():
-            raise ValueError(
+            raise config_lib.ConfigError(
                 f"{workdir} was trained with data.shard_per_host on {recorded} processes; resume "
                 f"it on {recorded} (not {jax.process_count()}) or choose a new --workdir."
             )

@@ -12,6 +12,7 @@ each process draws its part of every batch from its own shard, as endless stream
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import numpy as np
@@ -22,7 +23,6 @@ __all__ = [
     "Split",
     "ExperimentData",
     "describe_fingerprint",
-    "fingerprint",
     "load_experiment_data",
     "load_pacs_domains",
     "steps_per_epoch",
@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 _SOURCE_STREAM, _TARGET_STREAM, _LIMIT_STREAM = 1, 2, 3
+FINGERPRINT_SPLITS = ("source", "target", "target_eval", "validation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,35 +56,33 @@ class ExperimentData:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    @functools.cached_property
+    def fingerprint(self) -> np.ndarray:
+        """What a run trains and is measured on, in a few numbers (int64, two per split of
+        :data:`FINGERPRINT_SPLITS`): each split's image count and the CRC-32 of its images and
+        labels, -1s for an absent split. Computed once per object (a sweep's runs share one).
 
-FINGERPRINT_SPLITS = ("source", "target", "target_eval", "validation")
-
-
-def fingerprint(data: ExperimentData) -> np.ndarray:
-    """What a run trains and is measured on, in a few numbers (int64, two per split): each split's
-    image count and the CRC-32 of its images and labels, -1s for an absent split.
-
-    Equal fingerprints mean the same data (short of a CRC-32 collision), wherever and however it
-    was read (any ``data.root``, folder or TFDS): the run folder records it, and a resumed run
-    must read the same.
-    """
-    values, seen = [], {}
-    for name in FINGERPRINT_SPLITS:
-        split = getattr(data, name)
-        if split is None:
-            values += [-1, -1]
-        elif id(split) in seen:  # PACS measures target accuracy on the target split itself
-            values += seen[id(split)]
-        else:
-            images = memoryview(np.ascontiguousarray(split.images)).cast("B")
-            labels = split.labels.astype(np.int32).tobytes()
-            seen[id(split)] = [len(split), zlib.crc32(labels, zlib.crc32(images))]
-            values += seen[id(split)]
-    return np.asarray(values, np.int64)
+        Equal fingerprints mean the same data (short of a CRC-32 collision), wherever and however
+        it was read (any ``data.root``, folder or TFDS): the run folder records it, and a resumed
+        run must read the same.
+        """
+        values, seen = [], {}
+        for name in FINGERPRINT_SPLITS:
+            split = getattr(self, name)
+            if split is None:
+                values += [-1, -1]
+            elif id(split) in seen:  # PACS measures target accuracy on the target split itself
+                values += seen[id(split)]
+            else:
+                crc = zlib.crc32(np.ascontiguousarray(split.images))
+                crc = zlib.crc32(split.labels.astype(np.int32), crc)
+                seen[id(split)] = [len(split), crc]
+                values += seen[id(split)]
+        return np.asarray(values, np.int64)
 
 
 def describe_fingerprint(values: np.ndarray) -> dict:
-    """:func:`fingerprint`'s numbers by split, as the run folder's ``data.json`` holds them."""
+    """:attr:`ExperimentData.fingerprint`'s numbers by split, as ``data.json`` holds them."""
     pairs = np.asarray(values).reshape(len(FINGERPRINT_SPLITS), 2).tolist()
     return {
         name: None if count < 0 else {"images": count, "crc32": f"{crc:08x}"}
@@ -185,12 +184,14 @@ def _load_pacs(config, domains: dict | None, shard: tuple[int, int]) -> Experime
     validation_names = [name for name in validation.split(",") if name]
     for name in validation_names:
         if name in (data.source, data.target):
-            raise ValueError(
+            raise config_lib.ConfigError(
                 f"config key data.validation lists {name!r}, which is the source or target; "
                 "validation must use held-out domains."
             )
     if data.source == data.target:
-        raise ValueError(f"config keys data.source and data.target are both {data.source!r}.")
+        raise config_lib.ConfigError(
+            f"config keys data.source and data.target are both {data.source!r}."
+        )
     names = [data.source, data.target, *validation_names]
     preloaded = not (domains is None or any(name not in domains for name in names))
     if not preloaded:
@@ -219,7 +220,7 @@ def _load_pacs(config, domains: dict | None, shard: tuple[int, int]) -> Experime
 def steps_per_epoch(num_source: int, batch_size: int, drop_last: bool) -> int:
     steps = num_source // batch_size if drop_last else -(-num_source // batch_size)
     if steps == 0:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"the source set has {num_source} images, fewer than one batch of {batch_size} with "
             "data.drop_last=true; lower batch_size."
         )

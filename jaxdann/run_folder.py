@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from jaxdann import config as config_lib
+from jaxdann.input_pipeline import FINGERPRINT_SPLITS
 
 __all__ = [
     "DamagedFile",
@@ -125,15 +126,14 @@ def check_workdir(config, workdir: str) -> None:
     if not os.path.isdir(workdir):
         return
     _check_checkpoint_folders(os.path.join(workdir, "checkpoints"))
-    saved = saved_epochs(workdir)
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    rows = read_metrics(metrics) if os.path.exists(metrics) else []
+    rows, saved = _progress(workdir)
     trained = max([len(rows), *saved])
     if not trained:
         return
     path = os.path.join(workdir, "config.json")
+    metrics = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
-        raise config_lib.ConfigError(
+        raise DamagedFile(
             f"{workdir} holds a trained run (metrics.jsonl or checkpoints) but no config.json, so "
             "its settings cannot be checked; restore config.json or choose a new --workdir."
         )
@@ -174,12 +174,13 @@ def check_data(workdir: str, fingerprints: list[dict]) -> None:
     """Refuses to resume a run on other data than it trained on (``fingerprints``: from
     ``jaxdann.feed.data_fingerprints``), wherever that data is read from now."""
     path = os.path.join(workdir, DATA_RECORD)
-    if not os.path.exists(path) or not _trained(workdir):
+    if not os.path.exists(path) or not any(_progress(workdir)):
         return
-    recorded = read_json(path).get("processes")
-    if not isinstance(recorded, list):
+    record = read_json(path)
+    recorded = record.get("processes") if isinstance(record, dict) else None
+    if not (isinstance(recorded, list) and recorded and all(map(_is_entry, recorded))):
         raise DamagedFile(
-            f"{path} lacks its 'processes' list; restore it or choose a new --workdir."
+            f"{path} is not a data record jaxdann wrote; restore it or choose a new --workdir."
         )
     if len(recorded) != len(fingerprints):  # shards on another number of processes
         raise config_lib.ConfigError(
@@ -188,10 +189,10 @@ def check_data(workdir: str, fingerprints: list[dict]) -> None:
         )
     for then, now in zip(recorded, fingerprints, strict=True):
         for split in then:
-            if then[split] != now.get(split):
+            if then[split] != now[split]:
                 raise config_lib.ConfigError(
                     f"{workdir} was trained on other data than it reads now ({split}: "
-                    f"{_describe(then[split])} then, {_describe(now.get(split))} now); read the "
+                    f"{_describe(then[split])} then, {_describe(now[split])} now); read the "
                     "data the run started with (data.root, data.format) or choose a new --workdir."
                 )
 
@@ -201,8 +202,22 @@ def write_data(workdir: str, fingerprints: list[dict]) -> None:
     write_json(os.path.join(workdir, DATA_RECORD), {"processes": fingerprints})
 
 
-def _trained(workdir: str) -> bool:
-    return bool(saved_epochs(workdir)) or os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+def _progress(workdir: str) -> tuple[list[dict], list[int]]:
+    """The metrics rows and the saved checkpoints' epochs in ``workdir``: what it trained."""
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    return (read_metrics(metrics) if os.path.exists(metrics) else []), saved_epochs(workdir)
+
+
+def _is_entry(entry) -> bool:
+    """One process's entry as :func:`write_data` writes it: every split, each absent or whole."""
+    return (
+        isinstance(entry, dict)
+        and set(entry) == set(FINGERPRINT_SPLITS)
+        and all(
+            split is None or (isinstance(split, dict) and set(split) == {"images", "crc32"})
+            for split in entry.values()
+        )
+    )
 
 
 def _describe(split: dict | None) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdann import config as config_lib
+from jaxdann import feed as feeds
 from jaxdann import input_pipeline, parallel, plots, run_folder
 from jaxdann.optim import OPTIMIZERS
 
@@ -92,6 +93,9 @@ def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
     from jaxdann.trainer import TrainingDiverged, train_and_evaluate
 
     run_folder.check_workdir(config, workdir)
+    if data is not None:  # a finished cell counts only if it read this data, wherever from
+        sharded = bool(config.data.shard_per_host)
+        run_folder.check_data(workdir, feeds.data_fingerprints(data, sharded=sharded))
     summary_path = os.path.join(workdir, "summary.json")
     if os.path.exists(summary_path):
         fix = "delete it and rerun: the cell finishes again (from its last checkpoint, if any)"

@@ -149,6 +149,10 @@ def test_an_unusable_run_folder_or_an_interrupt_is_one_line(tmp_path, capsys, mo
     def interrupted(config, workdir):
         raise KeyboardInterrupt
 
+    # Settings that do not fit the data are refused like a bad flag: exit 2.
+    small = ["--config.data.limit=8", "--config.batch_size=16", "--config.data.drop_last=true"]
+    assert train.main(["--workdir", str(tmp_path / "small"), *small]) == 2
+    assert "fewer than one batch of 16" in capsys.readouterr().err
     # Settings the folder's run was not trained with are refused like a bad flag: exit 2.
     run = str(tmp_path / "run")
     assert train.main(["--workdir", run, "--config.epochs=1", "--config.data.limit=40"]) == 0

@@ -8,7 +8,6 @@ from jaxdann.input_pipeline import (
     ExperimentData,
     Split,
     describe_fingerprint,
-    fingerprint,
     load_experiment_data,
     shard_stream_indices,
     source_batch_indices,
@@ -105,34 +104,50 @@ def test_shards_of_the_demo_partition_every_split():
     assert len(load_experiment_data(config, shard=(1, 2)).source) == 20
 
 
+def _data(images, labels, validation=None):
+    split = Split(images, labels)
+    return ExperimentData(split, split, split, validation, ("a", "b"), (0.5,) * 3, (0.5,) * 3)
+
+
 def test_the_fingerprint_changes_with_any_pixel_or_label_and_only_then():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
     labels = np.arange(6, dtype=np.int32) % 2
 
-    def data(images, labels, validation=None):
-        split = Split(images, labels)
-        return ExperimentData(split, split, split, validation, ("a", "b"), (0.5,) * 3, (0.5,) * 3)
-
-    base = fingerprint(data(images, labels))
-    assert np.array_equal(base, fingerprint(data(images.copy(), labels.copy())))
+    base = _data(images, labels).fingerprint
+    assert np.array_equal(base, _data(images.copy(), labels.copy()).fingerprint)
     # Labels of another integer type are the same data.
-    assert np.array_equal(base, fingerprint(data(images, labels.astype(np.int64))))
+    assert np.array_equal(base, _data(images, labels.astype(np.int64)).fingerprint)
     pixel = images.copy()
     pixel[3, 4, 5, 1] ^= 1
-    assert not np.array_equal(base, fingerprint(data(pixel, labels)))
-    assert not np.array_equal(base, fingerprint(data(images, labels[::-1].copy())))
-    assert not np.array_equal(base, fingerprint(data(images[:5], labels[:5])))
+    assert not np.array_equal(base, _data(pixel, labels).fingerprint)
+    assert not np.array_equal(base, _data(images, labels[::-1].copy()).fingerprint)
+    assert not np.array_equal(base, _data(images[:5], labels[:5]).fingerprint)
     described = describe_fingerprint(base)
     assert described["source"]["images"] == 6 and len(described["source"]["crc32"]) == 8
     assert described["validation"] is None
-    with_validation = describe_fingerprint(fingerprint(data(images, labels, Split(images, labels))))
+    with_validation = describe_fingerprint(_data(images, labels, Split(images, labels)).fingerprint)
     assert with_validation["validation"] == described["source"]
+    # An empty split (a shard smaller than the process count) has a fingerprint too.
+    empty = describe_fingerprint(_data(images[:0], labels[:0]).fingerprint)
+    assert empty["source"] == {"images": 0, "crc32": "00000000"}
+
+
+def test_the_fingerprint_is_computed_once_per_data_object(monkeypatch):
+    import zlib
+
+    data = _data(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, np.int32))
+    calls = []
+    real_crc32 = zlib.crc32
+    monkeypatch.setattr(zlib, "crc32", lambda *args: calls.append(1) or real_crc32(*args))
+    first = data.fingerprint
+    assert len(calls) == 2  # images and labels, once: target and target_eval are one split
+    assert data.fingerprint is first and len(calls) == 2
 
 
 def test_the_demo_fingerprint_is_the_same_in_every_load():
     config = config_lib.apply_overrides(config_lib.demo_config(), {"data.limit": "40"})
-    first = fingerprint(load_experiment_data(config))
-    assert np.array_equal(first, fingerprint(load_experiment_data(config)))
+    first = load_experiment_data(config).fingerprint
+    assert np.array_equal(first, load_experiment_data(config).fingerprint)
     other = config_lib.apply_overrides(config, {"data.limit": "39"})
-    assert not np.array_equal(first, fingerprint(load_experiment_data(other)))
+    assert not np.array_equal(first, load_experiment_data(other).fingerprint)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,9 +36,16 @@ def _rows(workdir):
 
 
 def _run_two_processes(
-    workdir, overrides, *, expect_success=True, timeout=300, module="jaxdann.train"
+    workdir,
+    overrides,
+    *,
+    expect_success=True,
+    timeout=300,
+    module="jaxdann.train",
+    process_overrides=((), ()),
 ):
-    """``python -m MODULE`` as 2 processes x 2 CPU devices; returns their outputs."""
+    """``python -m MODULE`` as 2 processes x 2 CPU devices (``process_overrides``: each one's
+    own extra arguments); returns their outputs."""
     port = _free_port()
     processes = []
     for process_id in range(2):
@@ -50,6 +58,7 @@ def _run_two_processes(
             "JAX_PROCESS_ID": str(process_id),
         }
         command = [sys.executable, "-m", module, "--workdir", workdir, *overrides]
+        command += process_overrides[process_id]
         processes.append(
             subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         )
@@ -110,6 +119,23 @@ def test_each_host_loads_and_reads_only_its_own_shard(tmp_path):
         shards = json.load(f)["processes"]
     assert [shard["source"]["images"] for shard in shards] == [20, 20]
     assert shards[0]["source"]["crc32"] != shards[1]["source"]["crc32"]
+    # CRC-32s as 8 hex digits: gathered across processes without being cut to 32 signed bits.
+    assert all(re.fullmatch("[0-9a-f]{8}", shard["source"]["crc32"]) for shard in shards)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
+def test_processes_reading_different_data_are_all_refused(tmp_path):
+    # Without data.shard_per_host every process must hold the same data: process 1 holds 39
+    # images of each split here, process 0 40. Both stop with the same one-line refusal.
+    outputs = _run_two_processes(
+        str(tmp_path / "run"),
+        OVERRIDES,
+        expect_success=False,
+        timeout=120,
+        process_overrides=((), ("--config.data.limit=39",)),
+    )
+    for out in outputs:
+        assert "error: process(es) 1 read other data than process 0" in out, out[-2000:]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")

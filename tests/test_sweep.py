@@ -268,3 +268,21 @@ def test_report_names_a_damaged_summary(tmp_path, capsys):
     assert report.main([str(run), "--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{run / 'summary.json'} is not valid JSON" in error
+
+
+def test_a_finished_cell_counts_only_on_the_data_it_was_trained_on(tmp_path):
+    import dataclasses
+
+    config = demo_grid_config()
+    data = input_pipeline.load_experiment_data(config)
+    folder = str(tmp_path / "cell")
+    assert sweep.run_cell(config, folder, data)[1] == "trained"
+    # The same data read again (a moved data.root): the cell is done.
+    again = input_pipeline.load_experiment_data(config)
+    assert sweep.run_cell(config, folder, again)[1] == "done earlier"
+    # One pixel of the target changed: refused, not reported as this data's result.
+    images = data.target.images.copy()
+    images[0, 0, 0, 0] ^= 1
+    other = dataclasses.replace(data, target=input_pipeline.Split(images, data.target.labels))
+    with pytest.raises(config_lib.ConfigError, match=r"trained on other data .*\(target: "):
+        sweep.run_cell(config, folder, other)

@@ -588,6 +588,29 @@ def test_without_a_data_record_the_data_root_may_not_change(tmp_path, write_pacs
     assert [row["epoch"] for row in read_rows(workdir)] == [1, 2, 3]
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        [],
+        {"processes": []},
+        {"processes": [{}]},
+        {"processes": [["source"]]},
+        {"processes": [{"source": {"crc32": "00000000"}, "target": None}]},
+    ],
+    ids=["list", "no_entries", "empty_entry", "list_entry", "partial_entry"],
+)
+def test_a_damaged_data_record_is_refused_by_name(two_epoch_run, tmp_path, record):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(two_epoch_run, workdir)
+    path = os.path.join(workdir, "data.json")
+    with open(path, "w") as f:
+        json.dump(record, f)
+    before = _folder_state(workdir)
+    with pytest.raises(run_folder.DamagedFile, match=rf"^{re.escape(path)} is not a data record"):
+        train_and_evaluate(tiny_config(epochs=3), workdir, progress=False)
+    assert _folder_state(workdir) == before
+
+
 def test_the_summary_comes_last_so_a_run_stopped_before_it_finishes_its_figures(
     tmp_path, monkeypatch
 ):
