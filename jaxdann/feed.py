@@ -179,7 +179,7 @@ class HostShards:
         }
         empty = [name for name, rows in self.rows_per_process.items() if min(rows) == 0]
         if empty:
-            raise ValueError(
+            raise config_lib.ConfigError(
                 f"data.shard_per_host: the {', '.join(empty)} data has fewer images than the "
                 f"{self.processes} processes, so some shard is empty; turn data.shard_per_host off."
             )
@@ -241,24 +241,26 @@ class HostShards:
 
 
 def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:
-    """This process's data; with several shards, a failure on any process stops every process.
+    """This process's data (its shard, or all of it); on several processes a failure on any one
+    stops every process.
 
-    Each process checks only its own files, so one bad image would otherwise stop one process
-    and leave the others waiting in the first collective until the distributed timeout.
+    Each process checks only the files it reads, so one bad image would otherwise stop one
+    process and leave the others waiting in the first collective until the distributed timeout.
     """
-    if shard[1] == 1:
-        return input_pipeline.load_experiment_data(config)
+    if jax.process_count() == 1:
+        return input_pipeline.load_experiment_data(config, shard=shard)
+    what = "data shard" if shard[1] > 1 else "data"
     try:
         data, failure = input_pipeline.load_experiment_data(config, shard=shard), ""
     except Exception as error:  # reported on every process below
         data, failure = None, f"{type(error).__name__}: {error}"
     failed = np.asarray(multihost_utils.process_allgather(np.int32(bool(failure)))).reshape(-1)
     if failure:
-        raise ValueError(f"process {shard[0]} could not load its data shard: {failure}")
+        raise ValueError(f"process {jax.process_index()} could not load its {what}: {failure}")
     if failed.any():
         processes = ", ".join(str(i) for i in np.flatnonzero(failed))
         raise ValueError(
-            f"process(es) {processes} could not load their data shard (see their output); "
+            f"process(es) {processes} could not load their {what} (see their output); "
             "fix the data and rerun."
         )
     return data

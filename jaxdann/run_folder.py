@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from jaxdann import config as config_lib
@@ -213,10 +214,16 @@ def _is_entry(entry) -> bool:
     return (
         isinstance(entry, dict)
         and set(entry) == set(FINGERPRINT_SPLITS)
-        and all(
-            split is None or (isinstance(split, dict) and set(split) == {"images", "crc32"})
-            for split in entry.values()
-        )
+        and all(split is None or _is_split(split) for split in entry.values())
+    )
+
+
+def _is_split(split) -> bool:
+    return (
+        isinstance(split, dict)
+        and set(split) == {"images", "crc32"}
+        and isinstance(split["images"], int)
+        and re.fullmatch("[0-9a-f]{8}", str(split["crc32"])) is not None
     )
 
 

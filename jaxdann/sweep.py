@@ -31,7 +31,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdann import config as config_lib
 from jaxdann import feed as feeds
-from jaxdann import input_pipeline, parallel, plots, run_folder
+from jaxdann import parallel, plots, run_folder
 from jaxdann.optim import OPTIMIZERS
 
 __all__ = [
@@ -130,7 +130,7 @@ def run_grid(
             "the sweep selects on validation data, but config key data.validation is empty; "
             "name held-out domains (PACS) or use the demo's 'source_holdout'."
         )
-    data = input_pipeline.load_experiment_data(config)
+    data = feeds.load_shard(config, (0, 1))  # every process holds all of it (join_processes)
     rows = []
     for adaptation in adaptations:
         for optimizer in optimizers:

@@ -176,6 +176,37 @@ def test_a_bad_image_in_one_shard_stops_every_process(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
+def test_data_one_process_cannot_load_stops_every_process(tmp_path, write_pacs_tree):
+    # Without data.shard_per_host every process loads all the data: process 1's is missing here.
+    root = tmp_path / "pacs"
+    write_pacs_tree(root)
+    overrides = [
+        "--config.data.name=pacs",
+        "--config.data.source=photo",
+        "--config.data.target=sketch",
+        f"--config.data.root={root}",
+        f"--config.data.cache_dir={tmp_path / 'cache'}",
+        "--config.data.validation=",
+        "--config.data.resize=32",
+        "--config.data.crop=28",
+        "--config.model.arch=small_cnn",
+        "--config.model.pretrained=none",
+        "--config.epochs=1",
+        "--config.batch_size=4",
+    ]
+    missing = f"--config.data.root={tmp_path / 'not_here'}"
+    outputs = _run_two_processes(
+        str(tmp_path / "run"),
+        overrides,
+        expect_success=False,
+        timeout=90,
+        process_overrides=((), (missing,)),
+    )
+    assert "process 1 could not load its data: " in outputs[1] and "not_here" in outputs[1]
+    assert "process(es) 1 could not load their data (see their output)" in outputs[0]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
 def test_a_sweep_on_two_processes_trains_every_cell_and_reports_once(tmp_path):
     workdir = str(tmp_path / "grid")
     grid = ["--learning_rates", "0.01,0.001", "--optimizers", "sgd", "--config.epochs=1"]

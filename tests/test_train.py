@@ -19,6 +19,7 @@ from jaxdann import input_pipeline, plots, run_folder, sweep
 from jaxdann.data import DataError
 from jaxdann.trainer import TrainingDiverged, train_and_evaluate
 
+SPLITS = input_pipeline.FINGERPRINT_SPLITS
 TRAINING_KEYS = (
     "learning_rate",
     "grl_coefficient",
@@ -596,8 +597,9 @@ def test_without_a_data_record_the_data_root_may_not_change(tmp_path, write_pacs
         {"processes": [{}]},
         {"processes": [["source"]]},
         {"processes": [{"source": {"crc32": "00000000"}, "target": None}]},
+        {"processes": [dict.fromkeys(SPLITS, {"images": 40, "crc32": "-2c29d31a"})]},
     ],
-    ids=["list", "no_entries", "empty_entry", "list_entry", "partial_entry"],
+    ids=["list", "no_entries", "empty_entry", "list_entry", "partial_entry", "signed_crc"],
 )
 def test_a_damaged_data_record_is_refused_by_name(two_epoch_run, tmp_path, record):
     workdir = str(tmp_path / "run")
