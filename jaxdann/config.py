@@ -20,6 +20,7 @@ import ml_collections
 __all__ = [
     "ConfigError",
     "INTERRUPTED",
+    "exit_code",
     "exit_process",
     "base_config",
     "demo_config",
@@ -38,6 +39,12 @@ class ConfigError(ValueError):
 
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
+
+
+def exit_code(error: Exception) -> int:
+    """A command's exit code for ``error``: 2 for settings refused (:class:`ConfigError`), 1 for
+    a run that failed (its data, its files, divergence)."""
+    return 2 if isinstance(error, ConfigError) else 1
 
 
 def exit_process(code: int) -> NoReturn:

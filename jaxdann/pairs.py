@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         if not seeds or len(set(seeds)) != len(seeds):
             raise config_lib.ConfigError(f"--seeds={given.get('seeds')}: name each seed once")
         run_pairs(config, given["workdir"], seeds, domains)
-    except (config_lib.ConfigError, ValueError, OSError) as error:
+    except (ValueError, OSError) as error:  # ConfigError is a ValueError
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return config_lib.exit_code(error)
     except KeyboardInterrupt:
         print(
             "\ninterrupted; rerun the same command: finished runs are skipped, the "

@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             given.get("adaptations", config.adaptation), "adaptations", ("none", "dann")
         )
         run_grid(config, given["workdir"], learning_rates, optimizers, adaptations)
-    except (config_lib.ConfigError, ValueError, OSError) as error:
+    except (ValueError, OSError) as error:  # ConfigError is a ValueError
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return config_lib.exit_code(error)
     except KeyboardInterrupt:
         print(
             "\ninterrupted; rerun the same command: finished cells are skipped, the "

@@ -49,12 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return config_lib.INTERRUPTED
     try:
         summary = train_and_evaluate(config, workdir)
-    except config_lib.ConfigError as error:  # the settings: bad, or not those of the folder's run
+    except (TrainingDiverged, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (TrainingDiverged, OSError, ValueError) as error:  # the run or its files failed
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return config_lib.exit_code(error)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; rerun with --workdir {workdir} (and the same settings) to resume "

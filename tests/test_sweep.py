@@ -224,12 +224,19 @@ def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache, write_pac
         assert f.read() == table
 
 
-def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys):
+def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys, tmp_path):
     nan = float("nan")
     assert pairs.main(["--workdir", "x", "--domains", "photo,photo"]) == 2
     assert "at least two different domains" in capsys.readouterr().err
     assert pairs.main(["--workdir", "x", "--seeds", "zero"]) == 2
     assert "--seeds=zero: expected integers" in capsys.readouterr().err
+    # Data that cannot be read is a failed run (1), as in jaxdann.train, not a bad flag (2).
+    pacs_config = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "pacs_dann.py")
+    missing = [f"--config.data.root={tmp_path / 'no_such_pacs'}", "--config.model.pretrained=none"]
+    assert (
+        pairs.main(["--workdir", str(tmp_path / "pairs"), "--config", pacs_config, *missing]) == 1
+    )
+    assert "no_such_pacs" in capsys.readouterr().err
     rows = [
         {"source": "a", "target": "b", "adaptation": adaptation, "seed": 0, "target_accuracy": acc}
         for adaptation, acc in (("none", 0.25), ("dann", 0.5))
