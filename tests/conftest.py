@@ -27,3 +27,29 @@ def write_pacs_tree(root, domains=("photo", "sketch"), classes=("cat", "dog"), p
 @pytest.fixture(name="write_pacs_tree")
 def write_pacs_tree_fixture():
     return write_pacs_tree
+
+
+def tiny_pacs_overrides(root, cache_dir) -> dict[str, str]:
+    """Config overrides for a small CNN on a :func:`write_pacs_tree` folder (photo -> sketch, no
+    validation, one device): a run takes seconds."""
+    return {
+        "data.root": str(root),
+        "data.source": "photo",
+        "data.target": "sketch",
+        "data.validation": "none",
+        "data.resize": "36",
+        "data.crop": "32",
+        "data.cache_dir": str(cache_dir),
+        "model.arch": "small_cnn",
+        "model.pretrained": "none",
+        "model.domain_hidden": "16",
+        "model.domain_init_from_classifier": "false",
+        "batch_size": "8",
+        "parallel.num_devices": "1",
+        "log_every_epoch": "false",
+    }
+
+
+@pytest.fixture(name="tiny_pacs_overrides")
+def tiny_pacs_overrides_fixture():
+    return tiny_pacs_overrides

@@ -138,35 +138,24 @@ def test_processes_reading_different_data_are_all_refused(tmp_path):
         assert "error: process(es) 1 read other data than process 0" in out, out[-2000:]
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
-def test_a_bad_image_in_one_shard_stops_every_process(tmp_path):
-    from PIL import Image
+def _tiny_pacs_flags(tiny_pacs_overrides, root, tmp_path):
+    """The ``tiny_pacs_overrides`` settings as flags, for one epoch over every device."""
+    settings = tiny_pacs_overrides(root, tmp_path / "cache") | {"data.name": "pacs", "epochs": "1"}
+    del settings["parallel.num_devices"]
+    return [f"--config.{key}={value}" for key, value in settings.items()]
 
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
+def test_a_bad_image_in_one_shard_stops_every_process(
+    tmp_path, write_pacs_tree, tiny_pacs_overrides
+):
     root = tmp_path / "pacs"
-    for domain in ("photo", "art_painting"):
-        for label in ("cat", "dog"):
-            folder = root / domain / label
-            folder.mkdir(parents=True)
-            for index in range(3):
-                Image.new("RGB", (40, 36), (40 * index, 90, 20)).save(folder / f"{index}.png")
+    write_pacs_tree(root)
     # Listing order is class, then file: photo/cat/1.png is row 1, in process 1's shard.
     (root / "photo" / "cat" / "1.png").write_bytes(b"not a png")
     overrides = [
         "--config.data.shard_per_host=true",
-        "--config.data.name=pacs",
-        "--config.data.source=photo",
-        "--config.data.target=art_painting",
-        f"--config.data.root={root}",
-        f"--config.data.cache_dir={tmp_path / 'cache'}",
-        "--config.data.validation=",
-        "--config.data.resize=32",
-        "--config.data.crop=28",
-        "--config.model.arch=small_cnn",
-        "--config.model.pretrained=none",
-        "--config.model.domain_hidden=100",
-        "--config.model.domain_init_from_classifier=false",
-        "--config.epochs=1",
-        "--config.batch_size=4",
+        *_tiny_pacs_flags(tiny_pacs_overrides, root, tmp_path),
     ]
     # Without the shared verdict, process 0 would wait for process 1 until the timeout.
     outputs = _run_two_processes(str(tmp_path / "run"), overrides, expect_success=False, timeout=90)
@@ -176,28 +165,16 @@ def test_a_bad_image_in_one_shard_stops_every_process(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
-def test_data_one_process_cannot_load_stops_every_process(tmp_path, write_pacs_tree):
+def test_data_one_process_cannot_load_stops_every_process(
+    tmp_path, write_pacs_tree, tiny_pacs_overrides
+):
     # Without data.shard_per_host every process loads all the data: process 1's is missing here.
     root = tmp_path / "pacs"
     write_pacs_tree(root)
-    overrides = [
-        "--config.data.name=pacs",
-        "--config.data.source=photo",
-        "--config.data.target=sketch",
-        f"--config.data.root={root}",
-        f"--config.data.cache_dir={tmp_path / 'cache'}",
-        "--config.data.validation=",
-        "--config.data.resize=32",
-        "--config.data.crop=28",
-        "--config.model.arch=small_cnn",
-        "--config.model.pretrained=none",
-        "--config.epochs=1",
-        "--config.batch_size=4",
-    ]
     missing = f"--config.data.root={tmp_path / 'not_here'}"
     outputs = _run_two_processes(
         str(tmp_path / "run"),
-        overrides,
+        _tiny_pacs_flags(tiny_pacs_overrides, root, tmp_path),
         expect_success=False,
         timeout=90,
         process_overrides=((), (missing,)),

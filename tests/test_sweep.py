@@ -170,7 +170,9 @@ def test_report_from_runs_and_sweeps(tmp_path):
     assert report.main([str(tmp_path)]) == 2
 
 
-def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache, write_pacs_tree):
+def test_all_pairs_table(
+    tmp_path, monkeypatch, own_compilation_cache, write_pacs_tree, tiny_pacs_overrides
+):
     root = tmp_path / "PACS"
     # Domains of different sizes (2 and 3 steps an epoch at batch 8): their runs still share
     # one compiled train step per adaptation, the run length being an argument of the step.
@@ -182,23 +184,9 @@ def test_all_pairs_table(tmp_path, monkeypatch, own_compilation_cache, write_pac
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
     monkeypatch.setattr(pairs, "enable_compilation_cache", cache_every_compilation)
-    config = config_lib.base_config()
-    overrides = {
-        "data.root": str(root),
-        "data.resize": "36",
-        "data.crop": "32",
-        "data.cache_dir": str(tmp_path / "cache"),
-        "model.arch": "small_cnn",
-        "model.pretrained": "none",
-        "model.domain_hidden": "16",
-        "model.domain_init_from_classifier": "false",
-        "model.dropout_rate": "0",
-        "epochs": "1",
-        "batch_size": "8",
-        "parallel.num_devices": "1",
-        "log_every_epoch": "false",
-    }
-    config = config_lib.apply_overrides(config, overrides)
+    overrides = tiny_pacs_overrides(root, tmp_path / "cache")
+    overrides |= {"model.dropout_rate": "0", "epochs": "1"}
+    config = config_lib.apply_overrides(config_lib.base_config(), overrides)
     workdir = str(tmp_path / "pairs")
     rows = pairs.run_pairs(config, workdir, seeds=[0, 1], domains=["photo", "sketch"])
     assert len(rows) == 2 * 2 * 2  # ordered pairs x adaptations x seeds

@@ -514,35 +514,29 @@ def test_a_save_cut_short_leaves_no_temporary_folder_after_the_next_start(two_ep
     assert [row["epoch"] for row in read_rows(workdir)] == [1, 2, 3]
 
 
-def pacs_config(root, tmp_path, **overrides):
-    """A small CNN on a tiny PACS-like folder (photo -> sketch), one device."""
-    settings = {
-        "data.root": str(root),
-        "data.source": "photo",
-        "data.target": "sketch",
-        "data.validation": "none",
-        "data.resize": "36",
-        "data.crop": "32",
-        "data.cache_dir": str(tmp_path / "cache"),
-        "model.arch": "small_cnn",
-        "model.pretrained": "none",
-        "model.domain_hidden": "16",
-        "model.domain_init_from_classifier": "false",
-        "batch_size": "8",
-        "parallel.num_devices": "1",
-        "log_every_epoch": "false",
-    }
-    settings |= {key: str(value) for key, value in overrides.items()}
+def pacs_config(settings, **overrides):
+    """The ``tiny_pacs_overrides`` fixture's settings, and ``overrides``, as a config."""
+    settings = settings | {key: str(value) for key, value in overrides.items()}
     return config_lib.apply_overrides(config_lib.base_config(), settings)
 
 
-def test_a_run_resumes_from_moved_data_but_not_from_other_data(tmp_path, write_pacs_tree):
+def test_a_run_resumes_from_moved_data_but_not_from_other_data(
+    tmp_path, write_pacs_tree, tiny_pacs_overrides
+):
     first = tmp_path / "PACS"
     write_pacs_tree(first)
     reference = str(tmp_path / "reference")
-    train_and_evaluate(pacs_config(first, tmp_path, epochs=2), reference, progress=False)
+    train_and_evaluate(
+        pacs_config(tiny_pacs_overrides(first, tmp_path / "cache"), epochs=2),
+        reference,
+        progress=False,
+    )
     workdir = str(tmp_path / "run")
-    train_and_evaluate(pacs_config(first, tmp_path, epochs=1), workdir, progress=False)
+    train_and_evaluate(
+        pacs_config(tiny_pacs_overrides(first, tmp_path / "cache"), epochs=1),
+        workdir,
+        progress=False,
+    )
     with open(os.path.join(workdir, "data.json")) as f:
         recorded = json.load(f)["processes"]
     assert len(recorded) == 1 and recorded[0]["source"]["images"] == 12
@@ -552,7 +546,11 @@ def test_a_run_resumes_from_moved_data_but_not_from_other_data(tmp_path, write_p
     moved = tmp_path / "moved"
     shutil.copytree(first, moved, copy_function=shutil.copy)
     shutil.rmtree(first)
-    train_and_evaluate(pacs_config(moved, tmp_path, epochs=2), workdir, progress=False)
+    train_and_evaluate(
+        pacs_config(tiny_pacs_overrides(moved, tmp_path / "cache"), epochs=2),
+        workdir,
+        progress=False,
+    )
     assert training_part(read_rows(workdir)) == training_part(read_rows(reference))
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["data"]["root"] == str(moved)
@@ -563,7 +561,11 @@ def test_a_run_resumes_from_moved_data_but_not_from_other_data(tmp_path, write_p
     Image.new("RGB", (40, 44), (200, 10, 10)).save(moved / "sketch" / "cat" / "0.png")
     before = _folder_state(workdir)
     with pytest.raises(config_lib.ConfigError) as error:
-        train_and_evaluate(pacs_config(moved, tmp_path, epochs=3), workdir, progress=False)
+        train_and_evaluate(
+            pacs_config(tiny_pacs_overrides(moved, tmp_path / "cache"), epochs=3),
+            workdir,
+            progress=False,
+        )
     assert re.fullmatch(
         rf"{re.escape(workdir)} was trained on other data than it reads now \(target: 12 images, "
         r"CRC-32 [0-9a-f]{8} then, 12 images, CRC-32 [0-9a-f]{8} now\); read the data the run "
@@ -573,19 +575,37 @@ def test_a_run_resumes_from_moved_data_but_not_from_other_data(tmp_path, write_p
     assert _folder_state(workdir) == before
 
 
-def test_without_a_data_record_the_data_root_may_not_change(tmp_path, write_pacs_tree):
+def test_without_a_data_record_the_data_root_may_not_change(
+    tmp_path, write_pacs_tree, tiny_pacs_overrides
+):
     first, second = tmp_path / "PACS", tmp_path / "other"
     write_pacs_tree(first)
     shutil.copytree(first, second)
     workdir = str(tmp_path / "run")
-    train_and_evaluate(pacs_config(first, tmp_path, epochs=1), workdir, progress=False)
+    train_and_evaluate(
+        pacs_config(tiny_pacs_overrides(first, tmp_path / "cache"), epochs=1),
+        workdir,
+        progress=False,
+    )
     os.remove(os.path.join(workdir, "data.json"))  # a folder from before jaxdann recorded data
     with pytest.raises(config_lib.ConfigError, match=r"different config \(data\.root: "):
-        train_and_evaluate(pacs_config(second, tmp_path, epochs=2), workdir, progress=False)
+        train_and_evaluate(
+            pacs_config(tiny_pacs_overrides(second, tmp_path / "cache"), epochs=2),
+            workdir,
+            progress=False,
+        )
     # Resumed where it started, it records its data, and may move from then on.
-    train_and_evaluate(pacs_config(first, tmp_path, epochs=2), workdir, progress=False)
+    train_and_evaluate(
+        pacs_config(tiny_pacs_overrides(first, tmp_path / "cache"), epochs=2),
+        workdir,
+        progress=False,
+    )
     assert os.path.exists(os.path.join(workdir, "data.json"))
-    train_and_evaluate(pacs_config(second, tmp_path, epochs=3), workdir, progress=False)
+    train_and_evaluate(
+        pacs_config(tiny_pacs_overrides(second, tmp_path / "cache"), epochs=3),
+        workdir,
+        progress=False,
+    )
     assert [row["epoch"] for row in read_rows(workdir)] == [1, 2, 3]
 
 
