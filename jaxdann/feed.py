@@ -251,14 +251,18 @@ def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:
         return input_pipeline.load_experiment_data(config, shard=shard)
     what = "data shard" if shard[1] > 1 else "data"
     try:
-        data, failure = input_pipeline.load_experiment_data(config, shard=shard), ""
-    except Exception as error:  # reported on every process below
-        data, failure = None, f"{type(error).__name__}: {error}"
-    failed = np.asarray(multihost_utils.process_allgather(np.int32(bool(failure)))).reshape(-1)
-    if failure:
-        raise ValueError(f"process {jax.process_index()} could not load its {what}: {failure}")
+        data, error = input_pipeline.load_experiment_data(config, shard=shard), None
+    except Exception as caught:  # reported on every process below
+        data, error = None, caught
+    failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+    if error is not None:  # settings that do not fit stay ConfigErrors (exit 2)
+        kind = config_lib.ConfigError if isinstance(error, config_lib.ConfigError) else ValueError
+        raise kind(
+            f"process {jax.process_index()} could not load its {what}: "
+            f"{type(error).__name__}: {error}"
+        )
     if failed.any():
-        processes = ", ".join(str(i) for i in np.flatnonzero(failed))
+        processes = ", ".join(str(i) for i in np.flatnonzero(failed.reshape(-1)))
         raise ValueError(
             f"process(es) {processes} could not load their {what} (see their output); "
             "fix the data and rerun."
