@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "HostShards",
     "check_process_count",
     "data_fingerprints",
+    "load_everywhere",
     "load_shard",
     "make_feed",
     "record_process_count",
@@ -242,18 +244,23 @@ class HostShards:
 
 def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:
     """This process's data (its shard, or all of it); on several processes a failure on any one
-    stops every process.
+    stops every process (:func:`load_everywhere`)."""
+    what = "data shard" if shard[1] > 1 else "data"
+    return load_everywhere(lambda: input_pipeline.load_experiment_data(config, shard=shard), what)
+
+
+def load_everywhere(load: Callable[[], Any], what: str = "data") -> Any:
+    """``load()`` on this process; on several processes, a failure on any one stops them all.
 
     Each process checks only the files it reads, so one bad image would otherwise stop one
     process and leave the others waiting in the first collective until the distributed timeout.
     """
     if jax.process_count() == 1:
-        return input_pipeline.load_experiment_data(config, shard=shard)
-    what = "data shard" if shard[1] > 1 else "data"
+        return load()
     try:
-        data, error = input_pipeline.load_experiment_data(config, shard=shard), None
+        loaded, error = load(), None
     except Exception as caught:  # reported on every process below
-        data, error = None, caught
+        loaded, error = None, caught
     failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
     if error is not None:  # settings that do not fit stay ConfigErrors (exit 2)
         kind = config_lib.ConfigError if isinstance(error, config_lib.ConfigError) else ValueError
@@ -267,7 +274,7 @@ def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:
             f"process(es) {processes} could not load their {what} (see their output); "
             "fix the data and rerun."
         )
-    return data
+    return loaded
 
 
 def data_fingerprints(data: input_pipeline.ExperimentData, sharded: bool) -> list[dict]:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxdann import config as config_lib
+from jaxdann import feed as feeds
 from jaxdann import input_pipeline
 from jaxdann.data import DOMAINS
 from jaxdann.sweep import enable_compilation_cache, join_processes, run_cell
@@ -39,7 +40,7 @@ def run_pairs(config, workdir: str, seeds: Sequence[int], domains: Sequence[str]
     reports = join_processes(config, "jaxdann.pairs")
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
-    loaded = input_pipeline.load_pacs_domains(config, list(domains))
+    loaded = feeds.load_everywhere(lambda: input_pipeline.load_pacs_domains(config, list(domains)))
     rows = []
     for source in domains:
         for target in domains:

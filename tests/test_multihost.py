@@ -181,6 +181,21 @@ def test_data_one_process_cannot_load_stops_every_process(
     )
     assert "process 1 could not load its data: " in outputs[1] and "not_here" in outputs[1]
     assert "process(es) 1 could not load their data (see their output)" in outputs[0]
+    # jaxdann.pairs loads its domains the same way.
+    outputs = _run_two_processes(
+        str(tmp_path / "pairs"),
+        [
+            "--domains=photo,sketch",
+            "--seeds=0",
+            *_tiny_pacs_flags(tiny_pacs_overrides, root, tmp_path),
+        ],
+        expect_success=False,
+        timeout=90,
+        module="jaxdann.pairs",
+        process_overrides=((), (missing,)),
+    )
+    assert "process 1 could not load its data: " in outputs[1] and "not_here" in outputs[1]
+    assert "process(es) 1 could not load their data (see their output)" in outputs[0]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
