@@ -36,7 +36,7 @@ __all__ = [
 # (orbax-checkpoint 0.12, one item "default").
 _MARKER = "_CHECKPOINT_METADATA"
 _ORBAX_ENTRIES = frozenset({_MARKER, "commit_success.txt", "default"})
-DATA_RECORD = "data.json"  # what the run reads (jaxdann.input_pipeline.fingerprint)
+DATA_RECORD = "data.json"  # what the run reads (input_pipeline.ExperimentData.fingerprint)
 
 
 class DamagedFile(ValueError):

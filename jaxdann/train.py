@@ -4,9 +4,9 @@ Without ``--config`` it trains the embedded demo (digits -> textured digits); wi
 ``--workdir`` it makes a fresh folder under ``runs/``. Rerunning with the same ``--workdir``
 resumes from the last checkpoint.
 
-Exit status: 0 done; 1 the run failed (unreadable data or run-folder files, divergence); 2 the
-settings were refused (a bad flag or value, or not the settings of the run in ``--workdir``);
-130 interrupted.
+Exit status (``config.exit_code``): 0 done; 1 the run failed (unreadable data or run-folder
+files, divergence); 2 the settings were refused (a bad flag or value, settings that do not fit the
+data, or settings or data other than those of the run in ``--workdir``); 130 interrupted.
 """
 
 from __future__ import annotations
