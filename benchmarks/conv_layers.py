@@ -7,8 +7,8 @@ called through ``torch.ops.aten.convolution_backward`` (torch, the kernels its a
 the same shapes and device, median of ``--repeats`` after one warm-up. The fused train step needs
 every piece except conv1's input gradient. The last line is one JSON object: per layer and piece,
 milliseconds for both and the ratio torch / jax (above 1: jax is faster). jax compiles with
-jaxdann's XLA options (``jaxdann.parallel.compiler_options``: on CPU, XLA's own convolutions
-rather than YNNPACK's), or with XLA's defaults under ``--xla-defaults``.
+jaxdann's XLA options (``jaxdann.training.parallel.compiler_options``: on CPU, XLA's own
+convolutions rather than YNNPACK's), or with XLA's defaults under ``--xla-defaults``.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from jaxdann import parallel
+    from jaxdann.training import parallel
 
     options = {} if args.xla_defaults else parallel.compiler_options()
 

@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 
 from jaxdann import config as config_lib  # noqa: E402
-from jaxdann import data as pacs  # noqa: E402
-from jaxdann.trainer import train_and_evaluate  # noqa: E402
+from jaxdann.data import pacs  # noqa: E402
+from jaxdann.training.trainer import train_and_evaluate  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "pacs_dann.py")
 

@@ -8,11 +8,15 @@ With ``--compare-torch`` it also times a PyTorch eager implementation of the see
 same device, batch and size: three forward/backward passes (class loss on source, domain loss on
 source, domain loss on target, as the seed does), then one SGD step; and prints the ratio. The
 last line printed is one JSON object (``images_per_second`` counts source + target images).
-The jax steps compile with the XLA options training uses (``jaxdann.parallel.compiler_options``;
-on CPU: YNNPACK for matrix products only), or with XLA's defaults under ``--xla-defaults``.
+The jax steps compile with the XLA options training uses
+(``jaxdann.training.parallel.compiler_options``; on CPU: YNNPACK for matrix products only), or
+with XLA's defaults under ``--xla-defaults``. The jax model is the one training builds from the
+base config (``jaxdann.training.model_setup.build_from_config``: AlexNet, 7 classes, DANN with
+the domain classifier shaped like the label classifier, dropout 0.5).
 ``--stem`` and ``--pool-gradient`` time AlexNet's computation variants
-(``jaxdann.models.AlexNetFeatures``: conv1 on space-to-depth input, XLA's max-pool gradient):
-the same function and parameters, computed differently.
+(``model.stem``/``model.pool_gradient``, ``jaxdann.models.AlexNetFeatures``: conv1 on
+space-to-depth input, XLA's max-pool gradient): the same function and parameters, computed
+differently.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxdann import config as config_lib  # noqa: E402
-from jaxdann import parallel  # noqa: E402
-from jaxdann.models import DANN, build_model  # noqa: E402
-from jaxdann.optim import learning_rate_schedule, make_optimizer  # noqa: E402
-from jaxdann.step import TrainState, make_course, make_train_step  # noqa: E402
+from jaxdann.methods import Method  # noqa: E402
+from jaxdann.models import Network  # noqa: E402
+from jaxdann.training import parallel  # noqa: E402
+from jaxdann.training.model_setup import build_from_config, initial_variables  # noqa: E402
+from jaxdann.training.optim import learning_rate_schedule, make_optimizer  # noqa: E402
+from jaxdann.training.step import TrainState, make_course, make_train_step  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PROFILED_STEPS = 3
@@ -91,10 +97,27 @@ def _peak(dtype: str) -> float | None:
     return None
 
 
-def _alexnet_dann(dtype: str, variants: dict | None) -> DANN:
-    """The seed's model: AlexNet, 7 classes, the domain head; ``variants``: stem, pool_gradient."""
-    compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    return build_model("alexnet", 7, adversarial=True, dtype=compute, **(variants or {}))
+def _alexnet_dann(dtype: str, variants: dict | None) -> tuple[Network, Method]:
+    """The seed's model: AlexNet, 7 classes, the domain head; ``variants``: stem, pool_gradient.
+
+    Built from the base config (constant reversal coefficient 0.1, domain loss weight 1, no
+    augmentation), as training builds it.
+    """
+    config = config_lib.base_config()
+    config.adaptation = "dann"
+    config.model.arch = "alexnet"
+    config.model.pretrained = "none"
+    config.model.dtype = dtype
+    for key, value in (variants or {}).items():
+        config.model[key] = value
+    config_lib.validate(config)
+    return build_from_config(config, 7, mean=MEAN, std=STD)
+
+
+def _initial_params(network: Network, method: Method, image_size: int) -> tuple[dict, dict]:
+    """``(params, model_state)``: random, then the method's adjustment (as training starts)."""
+    image_shape = (image_size, image_size, 3)
+    return initial_variables(network, method, image_shape, jax.random.PRNGKey(0))
 
 
 def time_jax(
@@ -108,8 +131,7 @@ def time_jax(
     variants: dict | None = None,
 ) -> dict:
     jit = functools.partial(jax.jit, compiler_options=compiler_options or {})
-    config = config_lib.base_config()
-    model = _alexnet_dann(dtype, variants)
+    network, method = _alexnet_dann(dtype, variants)
     course = make_course(steps_per_epoch=100, total_steps=steps + warmup)
 
     def optimizer_for(lr, course):
@@ -120,27 +142,16 @@ def time_jax(
     def schedule_for(lr, course):
         return learning_rate_schedule(lr, steps_per_epoch=course["steps_per_epoch"])
 
-    sample = jnp.zeros((1, image_size, image_size, 3))
-    init = jax.jit(lambda key: model.init(key, sample, method=DANN.initialize_all)["params"])
-    params = init(jax.random.PRNGKey(0))
+    params, model_state = _initial_params(network, method, image_size)
     learning_rate = jnp.float32(1e-3)
     state = TrainState(
         jnp.zeros((), jnp.int32),
         params,
-        optimizer_for(learning_rate, course).init(params),
+        method.init_optimizer(optimizer_for(learning_rate, course), params),
         learning_rate,
+        model_state,
     )
-    step = jit(
-        make_train_step(
-            model,
-            optimizer_for,
-            schedule_for,
-            config,
-            mean=MEAN,
-            std=STD,
-        ),
-        donate_argnums=0,
-    )
+    step = jit(make_train_step(method, optimizer_for, schedule_for), donate_argnums=0)
     rng = np.random.default_rng(0)
     shape = (batch_size, image_size, image_size, 3)
     batch = jax.device_put(
@@ -296,33 +307,30 @@ def breakdown(
     jit = functools.partial(jax.jit, compiler_options=compiler_options or {})
     import optax
 
-    from jaxdann.grl import reverse_gradient
+    from jaxdann.models.grl import reverse_gradient
 
-    model = _alexnet_dann(dtype, variants)
+    network, method = _alexnet_dann(dtype, variants)
     rng = np.random.default_rng(0)
     shape = (2 * batch_size, image_size, image_size, 3)
     images = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
-    init = jax.jit(lambda key: model.init(key, images[:1], method=DANN.initialize_all)["params"])
-    params = init(jax.random.PRNGKey(0))
+    params, model_state = _initial_params(network, method, image_size)
     labels = jnp.zeros(batch_size, jnp.int32)
     domains = jnp.concatenate([labels, jnp.ones(batch_size, jnp.int32)])
     dropout = jax.random.PRNGKey(1)
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels
 
+    def run(p, part, x):  # in train mode, as in the step (the heads' dropout is on)
+        return network.run(p, model_state, part, x, train=True, rng=dropout)[0]
+
     def extract(p, x):
-        return model.apply({"params": p}, x, method=DANN.extract)
+        return run(p, "features", x)
 
     def feature_loss(features_params, x):
         return jnp.sum(extract({"features": features_params}, x).astype(jnp.float32) ** 2)
 
     def heads_loss(p, features):
-        rngs = {"dropout": dropout}
-        class_logits = model.apply(
-            {"params": p}, features[:batch_size], method=DANN.classify, rngs=rngs
-        )
-        domain_logits = model.apply(
-            {"params": p}, reverse_gradient(features, 0.1), method=DANN.discriminate, rngs=rngs
-        )
+        class_logits = run(p, "classifier", features[:batch_size])
+        domain_logits = run(p, "domain_classifier", reverse_gradient(features, 0.1))
         return (
             cross_entropy(class_logits, labels).mean()
             + cross_entropy(domain_logits, domains).mean()
@@ -445,7 +453,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--xla-defaults",
         action="store_true",
-        help="compile with XLA's default options instead of jaxdann's (jaxdann.parallel)",
+        help="compile with XLA's default options instead of jaxdann's (jaxdann.training.parallel)",
     )
     parser.add_argument(
         "--stem",

@@ -1,3 +1,3 @@
-"""jaxdann: Domain-Adversarial Neural Networks (Ganin & Lempitsky 2015) in JAX/Flax."""
+"""jaxdann: domain adaptation in JAX/Flax, each piece checked against its PyTorch reference."""
 
 __version__ = "0.1.0"

@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 import ml_collections
 
+from jaxdann.errors import INTERRUPTED, ConfigError, exit_code
+
 __all__ = [
     "ConfigError",
     "INTERRUPTED",
@@ -32,19 +34,6 @@ __all__ = [
     "parse_command_line",
     "config_from_command_line",
 ]
-
-
-class ConfigError(ValueError):
-    """A bad config file, key or value; the message names it and what to do."""
-
-
-INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
-
-
-def exit_code(error: Exception) -> int:
-    """A command's exit code for ``error``: 2 for settings refused (:class:`ConfigError`), 1 for
-    a run that failed (its data, its files, divergence)."""
-    return 2 if isinstance(error, ConfigError) else 1
 
 
 def exit_process(code: int) -> NoReturn:
@@ -71,7 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.epochs = 30
     config.batch_size = 256  # source images per step; as many target images ride along
     config.eval_batch_size = 512
-    config.adaptation = "dann"  # "dann" | "none" (plain source-only training)
+    config.adaptation = (
+        "dann"  # a registered method (jaxdann.methods.METHODS); "none" = source only
+    )
     config.domain_loss_weight = 1.0
     config.log_every_epoch = True
     config.checkpoint_every_epochs = 1  # the last epoch is always saved; 0 = no checkpoints
@@ -87,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.grl.objective = "reverse"
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "sgd"  # sgd | adam | rmsprop
+    config.optimizer.name = "sgd"  # jaxdann.training.optim.OPTIMIZERS: sgd | adam | rmsprop
     config.optimizer.learning_rate = 1e-3
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 5e-5
@@ -95,13 +86,17 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.step_size = 20  # epochs between learning-rate decays (torch StepLR)
     config.optimizer.gamma = 0.1
     config.optimizer.clip_norm = 0.0  # > 0: rescale gradients to at most this global norm
+    config.optimizer.backbone_lr_multiplier = 1.0  # the features' learning rate x this (TLlib 0.1)
 
     config.model = ml_collections.ConfigDict()
-    config.model.arch = "alexnet"  # alexnet | small_cnn
+    config.model.arch = "alexnet"  # jaxdann.models.BACKBONES: alexnet | small_cnn
     config.model.pretrained = "weights/alexnet_imagenet.msgpack"  # or "none" for random init
     config.model.domain_hidden = "classifier"  # "classifier" (same structure) or widths "1024,1024"
     config.model.domain_init_from_classifier = True
     config.model.dropout_rate = 0.5
+    config.model.bottleneck = (
+        0  # > 0: Dense(width) + BatchNorm + ReLU after the backbone (TLlib 256)
+    )
     config.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
     # How AlexNet computes (the same function and parameters): conv1 as a strided convolution or
     # on space-to-depth input; the max-pool gradient written out or XLA's select_and_scatter.
@@ -165,14 +160,38 @@ def demo_config() -> ml_collections.ConfigDict:
     return config
 
 
+def _configs_folder() -> str:
+    """The ``configs/`` folder beside the jaxdann package (a source checkout or an editable
+    install)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def resolve_config_path(path: str) -> str:
+    """``path`` as given if it exists; else ``configs/NAME.py`` in jaxdann's own configs."""
+    if os.path.exists(path):
+        return path
+    shipped = os.path.join(_configs_folder(), os.path.basename(path))
+    if os.path.basename(os.path.dirname(os.path.normpath(path))) in ("configs", ""):
+        if os.path.isfile(shipped):
+            return shipped
+    return path
+
+
 def load_config(path: str | None) -> ml_collections.ConfigDict:
-    """Loads ``get_config()`` from a Python file (``None``: the embedded demo)."""
+    """Loads ``get_config()`` from a Python file (``None``: the embedded demo).
+
+    ``configs/NAME.py`` is found in the current folder, else among jaxdann's own configs.
+    """
     if path is None:
         return demo_config()
+    path = resolve_config_path(path)
     if os.path.isdir(path):
         raise ConfigError(f"config file {path} is a folder; name one of its .py files.")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist; see configs/ for the experiments.")
+        raise ConfigError(
+            f"config file {path} does not exist (looked for {os.path.abspath(path)} and in "
+            f"{_configs_folder()}); see configs/ for the experiments."
+        )
     directory = os.path.dirname(os.path.abspath(path))
     name = "jaxdann_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -253,16 +272,12 @@ def apply_overrides(config, overrides: dict[str, str]) -> ml_collections.ConfigD
 
 
 _CHOICES = {
-    "adaptation": ("dann", "none"),
     "grl.schedule": ("constant", "dann"),
     "grl.objective": ("reverse", "inverted_labels"),
-    "optimizer.name": ("sgd", "adam", "rmsprop"),
     "optimizer.schedule": ("step", "annealed"),
-    "model.arch": ("alexnet", "small_cnn"),
     "model.dtype": ("float32", "bfloat16"),
     "model.stem": ("conv", "space_to_depth"),
     "model.pool_gradient": ("first_max", "xla"),
-    "data.name": ("pacs", "digits"),
     "data.format": ("folder", "tfds"),
     "data.on_bad": ("error", "skip"),
 }
@@ -286,6 +301,8 @@ _NON_NEGATIVE = (
     "optimizer.gamma",
     "optimizer.clip_norm",
     "data.limit",
+    "model.bottleneck",
+    "optimizer.backbone_lr_multiplier",
     "parallel.num_devices",
 )
 NO_VALIDATION = ("", "none")  # data.validation values that mean: no validation data
@@ -308,18 +325,7 @@ def validate(config) -> None:
         raise ConfigError(
             f"config key model.dropout_rate={flat['model.dropout_rate']!r} must be in [0, 1)."
         )
-    if flat["data.name"] == "digits":
-        if flat["data.source"] != "digits":
-            raise ConfigError(
-                f"config key data.source={flat['data.source']!r}: the digits demo's source is "
-                "always 'digits' (use data.name=pacs for PACS domains)."
-            )
-        if flat["data.validation"] not in (DIGITS_VALIDATION, *NO_VALIDATION):
-            raise ConfigError(
-                f"config key data.validation={flat['data.validation']!r}: the digits demo "
-                f"validates on {DIGITS_VALIDATION!r} (a held-out part of the source) or on "
-                "nothing ('none')."
-            )
+    _validate_registered(config, flat)
     if flat["data.crop"] > flat["data.resize"]:
         raise ConfigError("config key data.crop must not exceed data.resize.")
     if flat["data.target_renderings"] != 1 and flat["data.name"] != "digits":
@@ -327,16 +333,91 @@ def validate(config) -> None:
             "config key data.target_renderings applies to the digits demo only; "
             "leave it at 1 for PACS."
         )
-    variants = (flat["model.stem"], flat["model.pool_gradient"])
-    if flat["model.arch"] != "alexnet" and variants != ("conv", "first_max"):
-        raise ConfigError(
-            "config keys model.stem and model.pool_gradient choose how AlexNet computes; "
-            "leave them at conv and first_max for model.arch=small_cnn."
-        )
     if not 0 <= flat["grl.warmup_epochs"] < flat["epochs"]:
         raise ConfigError("config key grl.warmup_epochs must be at least 0 and below epochs.")
 
 
+def registries() -> dict:
+    """The config keys whose choices are registered names, and their tables."""
+    from jaxdann.data import DATASETS
+    from jaxdann.methods import METHODS
+    from jaxdann.models.backbones import BACKBONES
+    from jaxdann.training.optim import OPTIMIZERS
+
+    return {
+        "adaptation": METHODS,
+        "model.arch": BACKBONES,
+        "optimizer.name": OPTIMIZERS,
+        "data.name": DATASETS,
+    }
+
+
+def _validate_registered(config, flat: dict) -> None:
+    """Names looked up in their registries; the data keys checked by the dataset; a
+    backbone's own keys left alone by the others."""
+    for key, registry in registries().items():
+        registry.get(flat[key])
+    from jaxdann.data import DATASETS
+
+    DATASETS.get(flat["data.name"]).check_settings(config.data)
+    from jaxdann.models.backbones import BACKBONES
+
+    backbone = BACKBONES.get(flat["model.arch"])
+    for name, default in _variant_defaults().items():
+        if name not in backbone.variants and flat[f"model.{name}"] != default:
+            owners = [arch for arch in BACKBONES if name in BACKBONES[arch].variants]
+            raise ConfigError(
+                f"config key model.{name} applies to model.arch={'/'.join(owners)} only; leave "
+                f"it at {default} for model.arch={flat['model.arch']}."
+            )
+
+
+def _variant_defaults() -> dict[str, str]:
+    from jaxdann.models.backbones import BACKBONES
+
+    return {k: v for arch in BACKBONES for k, v in BACKBONES[arch].variants.items()}
+
+
+def describe_keys() -> str:
+    """Every config key with its default and the comment beside it in :func:`base_config`,
+    one per line, for ``--help``; registered choices are listed from their registries."""
+    import inspect
+    import re
+
+    comments = {}
+    for line in inspect.getsource(base_config).splitlines():
+        match = re.match(r"\s*config\.([\w.]+) = .*?#\s*(.*)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2).replace("``", "")
+    choices = {key: ", ".join(registry.names()) for key, registry in registries().items()}
+    choices |= {key: ", ".join(values) for key, values in _CHOICES.items()}
+    lines = []
+    for key, value in flatten(base_config()).items():
+        text = f"  {key} = {value!r}"
+        if key in choices:
+            text += f"  [{choices[key]}]"
+        if key in comments:
+            text += f"  # {comments[key]}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def print_or_quiet(write) -> int:
+    """Runs ``write()`` (which prints) and returns 0, also when the reader has gone away
+    (``--help | head -1``): output to a closed pipe is dropped, not a traceback."""
+    try:
+        write()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+# The command line is parsed here rather than with ml_collections' config_flags: config_flags
+# needs absl's global FLAGS and app.run, reports a misspelled key as an absl error without the
+# valid keys, and gives no way to map refusals to jaxdann's exit codes; this parser is small,
+# reads the same --config FILE / --config.KEY=VALUE syntax, and types values by their defaults.
 def parse_command_line(
     argv: Sequence[str], prog: str, extra_flags: Sequence[str] = ()
 ) -> tuple[str | None, dict[str, str], dict[str, str]]:

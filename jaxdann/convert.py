@@ -17,6 +17,8 @@ import flax.serialization
 import jax
 import numpy as np
 
+from jaxdann.errors import ConfigError, ConversionError, exit_code, is_user_error
+
 __all__ = [
     "TORCH_TO_FLAX",
     "ConversionError",
@@ -39,10 +41,6 @@ TORCH_TO_FLAX: dict[str, tuple[tuple[str, ...], str]] = {
 }
 # The feature map entering the first linear layer: 256 channels of 6x6.
 _POOLED_CHANNELS, _POOLED_SIZE = 256, 6
-
-
-class ConversionError(ValueError):
-    """The state dict does not describe a torchvision AlexNet."""
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -141,9 +139,15 @@ def save_params(params: Mapping[str, Any], path: str) -> None:
 
 def load_params(path: str) -> dict[str, Any]:
     """Reads a file written by :func:`save_params` (what ``model.pretrained`` points at)."""
+    if os.path.isdir(path):
+        raise ConversionError(
+            f"weights file {path} is a folder; name a .msgpack file written by "
+            "`python -m jaxdann.convert`, or set --config.model.pretrained=none for random init."
+        )
     if not os.path.isfile(path):
+        shown = path if os.path.isabs(path) else f"{path} ({os.path.abspath(path)})"
         raise FileNotFoundError(
-            f"weights file {path} does not exist; convert the ImageNet AlexNet with "
+            f"weights file {shown} does not exist; convert the ImageNet AlexNet with "
             f"`python -m jaxdann.convert --output {path}` (see weights/README.md) "
             "or set --config.model.pretrained=none for random init."
         )
@@ -167,19 +171,22 @@ def _load_torch_state_dict(torch_weights: str | None) -> Mapping[str, Any]:
     try:
         import torch
     except ImportError as error:
-        raise SystemExit(
+        raise ConfigError(
             "jaxdann.convert needs torch: pip install 'jaxdann[convert]' (torch, torchvision)"
         ) from error
     if torch_weights is not None:
         if not os.path.isfile(torch_weights):
-            raise SystemExit(f"--torch-weights {torch_weights}: no such file")
+            what = "is a folder" if os.path.isdir(torch_weights) else "does not exist"
+            raise ConfigError(f"--torch-weights {torch_weights} {what}; name a .pth file.")
         try:
             state = torch.load(torch_weights, map_location="cpu", weights_only=True)
         except Exception as error:  # unpickling, zip and tensor errors all differ in type
-            raise SystemExit(
-                f"--torch-weights {torch_weights}: not a torch state_dict file torch can read "
-                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                "pass torchvision's alexnet-owt-7be5be79.pth."
+            # torch's own message suggests weights_only=False (running the file's code) and may
+            # hold terminal colour codes: only the kind of failure is shown.
+            raise ConversionError(
+                f"--torch-weights {torch_weights}: not a state_dict file torch can read safely "
+                f"({type(error).__name__}); pass torchvision's alexnet-owt-7be5be79.pth or a "
+                "file written by torch.save(model.state_dict(), PATH)."
             ) from None
         if isinstance(state, Mapping) and "state_dict" in state:
             state = state["state_dict"]
@@ -187,18 +194,30 @@ def _load_torch_state_dict(torch_weights: str | None) -> Mapping[str, Any]:
     try:
         from torchvision.models import AlexNet_Weights
     except ImportError as error:
-        raise SystemExit(
+        raise ConfigError(
             "jaxdann.convert needs torchvision: pip install 'jaxdann[convert]'"
         ) from error
     weights = AlexNet_Weights.IMAGENET1K_V1
     try:
         return weights.get_state_dict(progress=True)
     except Exception as error:  # URLError, socket errors, HTTP errors...
-        raise SystemExit(
-            f"could not download {weights.url} ({type(error).__name__}: {error}); download that "
+        raise ConversionError(
+            f"could not download {weights.url} ({type(error).__name__}); download that "
             "file on a machine with network access and run "
             "`python -m jaxdann.convert --torch-weights alexnet-owt-7be5be79.pth --output PATH`."
         ) from error
+
+
+def _convert(state_dict, source: str) -> dict[str, Any]:
+    if not isinstance(state_dict, Mapping):
+        raise ConversionError(
+            f"{source} holds a {type(state_dict).__name__}, not a state_dict; save one with "
+            "torch.save(model.state_dict(), PATH)."
+        )
+    try:
+        return torchvision_to_flax(state_dict)
+    except ConversionError as error:
+        raise ConversionError(f"{source}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,15 +226,22 @@ def main(argv: list[str] | None = None) -> int:
         description="Convert torchvision AlexNet weights into a jaxdann weights file.",
     )
     parser.add_argument("--torch-weights", help="a torchvision alexnet .pth (default: download)")
-    parser.add_argument("--output", default="weights/alexnet_imagenet.msgpack")
+    parser.add_argument(
+        "--output",
+        default="weights/alexnet_imagenet.msgpack",
+        help="the jaxdann weights file to write (default: %(default)s, what "
+        "model.pretrained reads by default)",
+    )
     args = parser.parse_args(argv)
-    state_dict = _load_torch_state_dict(args.torch_weights)
     try:
-        params = torchvision_to_flax(state_dict)
-    except ConversionError as error:
-        source = args.torch_weights or "the downloaded file"
-        raise SystemExit(f"{source}: {error}") from None
-    save_params(params, args.output)
+        state_dict = _load_torch_state_dict(args.torch_weights)
+        params = _convert(state_dict, args.torch_weights or "the downloaded file")
+        save_params(params, args.output)
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return exit_code(error)
     count = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
     print(f"wrote {args.output} ({count:,} parameters)")
     return 0

@@ -1,12 +1,15 @@
-"""Source-only and DANN on every ordered pair of PACS domains, over several seeds.
+"""Adaptation methods on every ordered pair of PACS domains, over several seeds.
 
     python -m jaxdann.pairs --config configs/pacs_dann.py --workdir runs/pairs --seeds 0,1,2 \\
-        [--domains photo,art_painting,cartoon,sketch] [--config.KEY=VALUE ...]
+        [--domains photo,art_painting,cartoon,sketch] [--adaptations NAME,...] \\
+        [--config.KEY=VALUE ...]
 
-Reports mean +- sample std of the final target accuracy per pair and the average over pairs, as
-published domain-adaptation tables do; adversarial training is unstable, so the spread matters
-as much as the mean. Each run is an ordinary, resumable run folder
-(``WORKDIR/<source>_to_<target>/<adaptation>/seed<N>``); rerunning skips finished ones.
+Reports mean +- sample std of the final target accuracy per pair and method, and the average over
+pairs, as published domain-adaptation tables do; adversarial training is unstable, so the spread
+matters as much as the mean. Each run is an ordinary, resumable run folder
+(``WORKDIR/<source>_to_<target>/<adaptation>/seed<N>``); rerunning skips finished ones. Writes
+``pairs_runs.csv`` (one line per run) and ``pairs.md`` (the table); ``python -m jaxdann.report
+WORKDIR`` puts the table's rows in a report.
 """
 
 from __future__ import annotations
@@ -18,26 +21,59 @@ import os
 import sys
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
 from jaxdann import config as config_lib
-from jaxdann import feed as feeds
-from jaxdann import input_pipeline
-from jaxdann.data import DOMAINS
-from jaxdann.sweep import enable_compilation_cache, join_processes, run_cell
+from jaxdann.data import pipeline as input_pipeline
+from jaxdann.data.pacs import DOMAINS
+from jaxdann.errors import UserError, exit_code
+from jaxdann.methods import METHODS, get_method
+from jaxdann.sweep import (
+    enable_compilation_cache,
+    join_processes,
+    method_label,
+    parse_names,
+    run_cell,
+)
+from jaxdann.training import feed as feeds
 
-__all__ = ["run_pairs", "summarize_pairs", "main"]
+__all__ = [
+    "run_pairs",
+    "summarize_pairs",
+    "main",
+    "DEFAULT_ADAPTATIONS",
+    "RUNS_FILE",
+    "TABLE_FILE",
+]
 
-ADAPTATIONS = ("none", "dann")
+# The baseline and the method the seed study compares; --adaptations chooses others.
+DEFAULT_ADAPTATIONS = ("none", "dann")
+DEFAULT_SEEDS = "0,1,2"
+RUNS_FILE = "pairs_runs.csv"
+TABLE_FILE = "pairs.md"
 
 
-def run_pairs(config, workdir: str, seeds: Sequence[int], domains: Sequence[str] = DOMAINS):
-    """Trains every (source, target, adaptation, seed); returns the per-run rows."""
+def run_pairs(
+    config,
+    workdir: str,
+    seeds: Sequence[int],
+    domains: Sequence[str] = DOMAINS,
+    adaptations: Sequence[str] = DEFAULT_ADAPTATIONS,
+    notes: Sequence[str] = (),
+):
+    """Trains every (source, target, adaptation, seed); returns the per-run rows.
+
+    ``notes`` (about the flags) are printed first, by the process that reports."""
     if config.data.name != "pacs":
         raise config_lib.ConfigError(
             "jaxdann.pairs runs PACS domain pairs; use a PACS config such as configs/pacs_dann.py."
         )
+    for adaptation in adaptations:
+        get_method(adaptation)  # an unknown name: a ConfigError listing the registered ones
     reports = join_processes(config, "jaxdann.pairs")
+    for note in notes if reports else ():
+        print(note)
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
     loaded = feeds.load_everywhere(lambda: input_pipeline.load_pacs_domains(config, list(domains)))
@@ -46,49 +82,54 @@ def run_pairs(config, workdir: str, seeds: Sequence[int], domains: Sequence[str]
         for target in domains:
             if source == target:
                 continue
-            for adaptation in ADAPTATIONS:
+            for adaptation in adaptations:
                 for seed in seeds:
-                    run = copy.deepcopy(config)
-                    run.data.source, run.data.target = source, target
-                    run.data.validation = ""  # the table reports target accuracy only
-                    run.adaptation, run.seed = adaptation, int(seed)
-                    folder = os.path.join(
-                        workdir, f"{source}_to_{target}", adaptation, f"seed{seed}"
-                    )
-                    if reports:
-                        print(f"{source} -> {target} {adaptation} seed {seed}")
-                    data = input_pipeline.load_experiment_data(run, domains=loaded)
-                    summary, status = run_cell(run, folder, data)
-                    accuracy = summary["final_target_accuracy"] if summary else math.nan
-                    rows.append(
-                        {
-                            "source": source,
-                            "target": target,
-                            "adaptation": adaptation,
-                            "seed": int(seed),
-                            "target_accuracy": accuracy,
-                            "status": status,
-                            "run_folder": folder,
-                        }
-                    )
+                    rows.append(_run(config, workdir, loaded, (source, target), adaptation, seed))
     if not reports:
         return rows
-    with open(os.path.join(workdir, "pairs_runs.csv"), "w", newline="") as f:
+    with open(os.path.join(workdir, RUNS_FILE), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    table = summarize_pairs(rows)
-    with open(os.path.join(workdir, "pairs.md"), "w") as f:
+    table = summarize_pairs(rows, adaptations)
+    with open(os.path.join(workdir, TABLE_FILE), "w") as f:
         f.write(table)
     print(table, end="")
     return rows
+
+
+def _run(config, workdir: str, loaded: dict, pair: tuple[str, str], adaptation: str, seed: int):
+    """One run of the table (trained unless finished earlier): its row."""
+    source, target = pair
+    run = copy.deepcopy(config)
+    run.data.source, run.data.target = source, target
+    run.data.validation = ""  # the table reports target accuracy only
+    run.adaptation, run.seed = adaptation, int(seed)
+    folder = os.path.join(workdir, f"{source}_to_{target}", adaptation, f"seed{seed}")
+    label = f"{source} -> {target} {adaptation} seed {seed}"
+
+    def announce(done):
+        if jax.process_index() == 0:  # only process 0 prints
+            print(f"{label}: done earlier" if done else label)
+
+    data = input_pipeline.load_experiment_data(run, domains=loaded)
+    summary, status = run_cell(run, folder, data, announce)
+    return {
+        "source": source,
+        "target": target,
+        "adaptation": adaptation,
+        "seed": int(seed),
+        "target_accuracy": summary["final_target_accuracy"] if summary else math.nan,
+        "status": status,
+        "run_folder": folder,
+    }
 
 
 def _mean_std(values: list[float]) -> str:
     """Mean +- sample std of the finite values, saying how many runs diverged (NaN)."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
-        return "diverged"
+        return "diverged" if values else "-"
     if len(finite) == 1:  # no spread to report
         text = f"{finite[0]:.4f}"
     else:
@@ -98,17 +139,25 @@ def _mean_std(values: list[float]) -> str:
     return text
 
 
-def summarize_pairs(rows: list[dict]) -> str:
-    """Markdown: one line per pair (mean +- std over seeds), then the average over pairs."""
+def summarize_pairs(rows: list[dict], adaptations: Sequence[str] | None = None) -> str:
+    """Markdown: one line per pair (mean +- std over seeds), then the average over pairs.
+
+    One column per adaptation (``adaptations``, by default those in ``rows`` in order), headed
+    by the method's label.
+    """
+    if adaptations is None:
+        adaptations = list(dict.fromkeys(row["adaptation"] for row in rows))
     pairs = list(dict.fromkeys((row["source"], row["target"]) for row in rows))
+    labels = [method_label(adaptation) for adaptation in adaptations]
     lines = [
-        "| source -> target | source only | DANN | seeds |",
-        "|---|---|---|---|",
+        f"| source -> target | {' | '.join(labels)} | seeds |",
+        "|---|" + "---|" * len(adaptations) + "---|",
     ]
-    per_seed_average = {adaptation: {} for adaptation in ADAPTATIONS}
+    per_seed_average = {adaptation: {} for adaptation in adaptations}
+    seeds = len({row["seed"] for row in rows})
     for source, target in pairs:
         cells = []
-        for adaptation in ADAPTATIONS:
+        for adaptation in adaptations:
             runs = [
                 row
                 for row in rows
@@ -119,44 +168,68 @@ def summarize_pairs(rows: list[dict]) -> str:
                 per_seed_average[adaptation].setdefault(row["seed"], []).append(
                     row["target_accuracy"]
                 )
-        seeds = len({row["seed"] for row in rows})
-        lines.append(f"| {source} -> {target} | {cells[0]} | {cells[1]} | {seeds} |")
+        lines.append(f"| {source} -> {target} | {' | '.join(cells)} | {seeds} |")
     # The average over pairs, computed per seed, then mean +- std over seeds.
     averages = [
         _mean_std([float(np.mean(v)) for v in per_seed_average[adaptation].values()])
-        for adaptation in ADAPTATIONS
+        for adaptation in adaptations
     ]
-    lines.append(f"| **average** | {averages[0]} | {averages[1]} | |")
+    lines.append(f"| **average** | {' | '.join(averages)} | |")
     return "\n".join(lines) + "\n"
+
+
+def _help() -> str:
+    return f"""{__doc__}
+flags:
+  --workdir DIR        the pairs folder (required); a rerun there skips finished runs
+  --seeds LIST         comma-separated integers (default: {DEFAULT_SEEDS})
+  --domains LIST       at least two PACS domains (default: {",".join(DOMAINS)})
+  --adaptations LIST   from {", ".join(METHODS.names())} (default: {",".join(DEFAULT_ADAPTATIONS)})
+  --config FILE        a PACS config file under configs/ (required in practice: the default
+                       config is the digits demo, which has no domain pairs)
+  --config.KEY=VALUE   any config key, e.g. --config.epochs=5
+"""
+
+
+def _parse_flags(given: dict) -> tuple[list[int], list[str], list[str], list[str]]:
+    """(seeds, domains, adaptations, notes) from the flags, defaults filled in."""
+    try:
+        seeds = [int(s) for s in given.get("seeds", DEFAULT_SEEDS).split(",") if s]
+    except ValueError:
+        raise config_lib.ConfigError(
+            f"--seeds={given['seeds']}: expected integers like 0,1,2"
+        ) from None
+    domains = [d for d in given.get("domains", ",".join(DOMAINS)).split(",") if d]
+    if len(set(domains)) < 2 or len(set(domains)) != len(domains):
+        raise config_lib.ConfigError(
+            f"--domains={given.get('domains')}: name at least two different domains, "
+            f"each once (from {', '.join(DOMAINS)})"
+        )
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise config_lib.ConfigError(f"--seeds={given.get('seeds')}: name each seed once")
+    adaptations, notes = parse_names(
+        given.get("adaptations", ",".join(DEFAULT_ADAPTATIONS)), "adaptations", METHODS.names()
+    )
+    return seeds, domains, adaptations, notes
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__)
+        print(_help())
         return 0
     try:
         config, _, given = config_lib.config_from_command_line(
-            argv, "jaxdann.pairs", ("workdir", "seeds", "domains"), required=("workdir",)
+            argv,
+            "jaxdann.pairs",
+            ("workdir", "seeds", "domains", "adaptations"),
+            required=("workdir",),
         )
-        try:
-            seeds = [int(s) for s in given.get("seeds", "0,1,2").split(",") if s]
-        except ValueError:
-            raise config_lib.ConfigError(
-                f"--seeds={given['seeds']}: expected integers like 0,1,2"
-            ) from None
-        domains = [d for d in given.get("domains", ",".join(DOMAINS)).split(",") if d]
-        if len(set(domains)) < 2 or len(set(domains)) != len(domains):
-            raise config_lib.ConfigError(
-                f"--domains={given.get('domains')}: name at least two different domains, "
-                f"each once (from {', '.join(DOMAINS)})"
-            )
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise config_lib.ConfigError(f"--seeds={given.get('seeds')}: name each seed once")
-        run_pairs(config, given["workdir"], seeds, domains)
-    except (ValueError, OSError) as error:  # ConfigError is a ValueError
+        seeds, domains, adaptations, notes = _parse_flags(given)
+        run_pairs(config, given["workdir"], seeds, domains, adaptations, notes)
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return config_lib.exit_code(error)
+        return exit_code(error)
     except KeyboardInterrupt:
         print(
             "\ninterrupted; rerun the same command: finished runs are skipped, the "

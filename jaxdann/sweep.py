@@ -2,17 +2,19 @@
 
     python -m jaxdann.sweep --config configs/pacs_dann.py --workdir runs/grid \\
         --learning_rates 0.01,0.001,0.00001 --optimizers sgd,adam,rmsprop \\
-        [--adaptations none,dann] [--config.KEY=VALUE ...]
+        [--adaptations NAME,...] [--config.KEY=VALUE ...]
 
-``--adaptations`` defaults to the config's ``adaptation``; with both, every output below gets
-the adaptation as a suffix (``heatmap_validation_dann.png``, ``best_curves_none.png``).
+``--adaptations`` defaults to the config's ``adaptation``; with several, every output below gets
+the adaptation as a suffix (``heatmap_validation_<adaptation>.png``,
+``best_curves_<adaptation>.png``).
 
 Every cell is an ordinary run folder under the sweep folder (resumable, with its curves). The
 best cell is chosen by validation accuracy: data that is neither the training source nor the
 target (PACS: held-out domains; the demo: a held-out part of the source). Target accuracy is
 reported, and drawn as an oracle heat map, but never used to choose. Rerunning the same command
-skips finished cells and resumes interrupted ones. Data are loaded once for the whole grid, and
-the compiled step is shared by cells that differ only in learning rate.
+skips finished cells and resumes interrupted ones; a rerun with another grid adds its cells, and
+``results.csv`` and the heat maps hold every finished cell in the folder. Data are loaded once
+for the whole grid, and the compiled step is shared by cells that differ only in learning rate.
 """
 
 from __future__ import annotations
@@ -23,24 +25,31 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import jax
 import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdann import config as config_lib
-from jaxdann import feed as feeds
-from jaxdann import parallel, plots, run_folder
-from jaxdann.optim import OPTIMIZERS
+from jaxdann import plots
+from jaxdann.errors import UserError, exit_code
+from jaxdann.methods import METHODS, get_method
+from jaxdann.training import feed as feeds
+from jaxdann.training import parallel, run_folder
+from jaxdann.training.optim import OPTIMIZERS
 
 __all__ = [
     "run_grid",
     "run_cell",
     "enable_compilation_cache",
     "join_processes",
+    "method_label",
+    "parse_names",
     "main",
     "RESULT_COLUMNS",
+    "DEFAULT_LEARNING_RATES",
+    "DEFAULT_OPTIMIZERS",
 ]
 
 RESULT_COLUMNS = (
@@ -53,6 +62,21 @@ RESULT_COLUMNS = (
     "status",
     "run_folder",
 )
+DEFAULT_LEARNING_RATES = "0.01,0.001,0.00001"
+DEFAULT_OPTIMIZERS = "sgd,adam,rmsprop"
+DONE_EARLIER = "done earlier"
+# The figures the sweep writes per adaptation (file name, value, title).
+_HEATMAPS = (
+    ("heatmap_train", "train_accuracy", "train (source) accuracy"),
+    ("heatmap_validation", "validation_accuracy", "validation accuracy (selects)"),
+    ("heatmap_target_oracle", "target_accuracy", "target accuracy (oracle, not used)"),
+)
+
+
+def method_label(name: str) -> str:
+    """The registered method's display name; an unregistered name (a folder written by a method
+    this installation lacks) is shown as it is."""
+    return METHODS[name].label if name in METHODS else name
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -84,24 +108,47 @@ def join_processes(config, tool: str) -> bool:
     return jax.process_index() == 0
 
 
-def run_cell(config, workdir: str, data) -> tuple[dict | None, str]:
+def _finished_summary(config, workdir: str) -> dict | None:
+    """The run's summary if it finished ``config.epochs`` epochs, else None."""
+    summary_path = os.path.join(workdir, "summary.json")
+    if not os.path.exists(summary_path):
+        return None
+    fix = "delete it and rerun: the cell finishes again (from its last checkpoint, if any)"
+    summary = run_folder.read_json(summary_path, fix=fix)
+    return summary if summary.get("epochs") == config.epochs else None
+
+
+def _check_cell(config, workdir: str, fingerprints: list[dict] | None) -> None:
+    """Refuses a folder holding a run with other settings, or trained on other data."""
+    run_folder.check_workdir(config, workdir)
+    if fingerprints is not None:  # a finished cell counts only if it read this data
+        run_folder.check_data(workdir, fingerprints)
+
+
+def _fingerprints(config, data) -> list[dict] | None:
+    """What ``data`` is, wherever it was read from; collective on several processes."""
+    if data is None:
+        return None
+    return feeds.data_fingerprints(data, sharded=bool(config.data.shard_per_host))
+
+
+def run_cell(
+    config, workdir: str, data, announce: Callable[[bool], None] | None = None
+) -> tuple[dict | None, str]:
     """Trains one run unless its summary exists; a diverged run is recorded, not fatal.
 
     A folder holding a run with other settings is an error (``run_folder.check_workdir``), never
-    reported as this config's result.
+    reported as this config's result. ``announce(finished_earlier)`` is called once the folder
+    has been checked, before any training (to print what happens next).
     """
-    from jaxdann.trainer import TrainingDiverged, train_and_evaluate
+    from jaxdann.training.trainer import TrainingDiverged, train_and_evaluate
 
-    run_folder.check_workdir(config, workdir)
-    if data is not None:  # a finished cell counts only if it read this data, wherever from
-        sharded = bool(config.data.shard_per_host)
-        run_folder.check_data(workdir, feeds.data_fingerprints(data, sharded=sharded))
-    summary_path = os.path.join(workdir, "summary.json")
-    if os.path.exists(summary_path):
-        fix = "delete it and rerun: the cell finishes again (from its last checkpoint, if any)"
-        summary = run_folder.read_json(summary_path, fix=fix)
-        if summary.get("epochs") == config.epochs:
-            return summary, "done earlier"
+    _check_cell(config, workdir, _fingerprints(config, data))
+    summary = _finished_summary(config, workdir)
+    if announce is not None:
+        announce(summary is not None)
+    if summary is not None:
+        return summary, DONE_EARLIER
     try:
         return train_and_evaluate(config, workdir, data=data, progress=False), "trained"
     except TrainingDiverged as error:
@@ -114,54 +161,144 @@ def _cell_name(adaptation: str, optimizer: str, learning_rate: float) -> str:
     return f"{adaptation}_{optimizer}_lr{learning_rate:g}"
 
 
+def _cell_config(config, adaptation: str, optimizer: str, learning_rate: float):
+    cell = copy.deepcopy(config)
+    cell.adaptation = adaptation
+    cell.optimizer.name = optimizer
+    cell.optimizer.learning_rate = float(learning_rate)
+    return cell
+
+
+def _row(adaptation, optimizer, learning_rate, summary, status, folder) -> dict:
+    summary = summary or {}
+    validation = summary.get("validation_accuracy")
+    return {
+        "adaptation": adaptation,
+        "optimizer": optimizer,
+        "learning_rate": float(learning_rate),
+        "train_accuracy": summary.get("final_source_accuracy", math.nan),
+        "validation_accuracy": math.nan if validation is None else validation,
+        "target_accuracy": summary.get("final_target_accuracy", math.nan),
+        "status": status,
+        "run_folder": folder,
+    }
+
+
+def _unique(values: Iterable) -> list:
+    return list(dict.fromkeys(values))
+
+
 def run_grid(
     config,
     workdir: str,
     learning_rates: Sequence[float],
     optimizers: Sequence[str],
     adaptations: Sequence[str],
+    notes: Sequence[str] = (),
 ) -> list[dict]:
-    """Trains every (adaptation, optimizer, learning rate) cell; writes results and heat maps."""
+    """Trains every (adaptation, optimizer, learning rate) cell; writes results and heat maps.
+
+    Repeated values run once. Returns the rows of ``results.csv``: this grid's cells, then the
+    finished cells of earlier grids in the same folder (same settings and data), which the
+    table, the heat maps and the choice of the best cell include. ``notes`` are printed first.
+    """
     reports = join_processes(config, "jaxdann.sweep")
-    os.makedirs(workdir, exist_ok=True)
-    enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
+    learning_rates = _unique(float(value) for value in learning_rates)
+    optimizers, adaptations = _unique(optimizers), _unique(adaptations)
+    for adaptation in adaptations:
+        get_method(adaptation)  # an unknown name: a ConfigError listing the registered ones
     if config.data.validation in config_lib.NO_VALIDATION:
         raise config_lib.ConfigError(
             "the sweep selects on validation data, but config key data.validation is empty; "
             "name held-out domains (PACS) or use the demo's 'source_holdout'."
         )
-    data = feeds.load_shard(config, (0, 1))  # every process holds all of it (join_processes)
-    rows = []
-    for adaptation in adaptations:
-        for optimizer in optimizers:
-            for learning_rate in learning_rates:
-                cell = copy.deepcopy(config)
-                cell.adaptation = adaptation
-                cell.optimizer.name = optimizer
-                cell.optimizer.learning_rate = float(learning_rate)
-                config_lib.validate(cell)
-                folder = os.path.join(workdir, _cell_name(adaptation, optimizer, learning_rate))
-                if reports:
-                    print(f"cell {adaptation} {optimizer} lr={learning_rate:g} -> {folder}")
-                summary, status = run_cell(cell, folder, data)
-                summary = summary or {}
-                rows.append(
-                    {
-                        "adaptation": adaptation,
-                        "optimizer": optimizer,
-                        "learning_rate": float(learning_rate),
-                        "train_accuracy": summary.get("final_source_accuracy", math.nan),
-                        "validation_accuracy": summary.get("validation_accuracy", math.nan),
-                        "target_accuracy": summary.get("final_target_accuracy", math.nan),
-                        "status": status,
-                        "run_folder": folder,
-                    }
-                )
-                if reports:
-                    _write_csv(rows, workdir)  # after every cell: a long grid shows progress
+    cells = [
+        (adaptation, optimizer, learning_rate)
+        for adaptation in adaptations
+        for optimizer in optimizers
+        for learning_rate in learning_rates
+    ]
+    for cell in cells:
+        config_lib.validate(_cell_config(config, *cell))
+    os.makedirs(workdir, exist_ok=True)
+    enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
     if reports:
-        _write_results(rows, workdir, learning_rates, optimizers, adaptations)
+        for note in notes:
+            print(note)
+        print(
+            f"grid of {len(cells)} cells in {workdir}: adaptations {', '.join(adaptations)}; "
+            f"optimizers {', '.join(optimizers)}; learning rates "
+            f"{', '.join(f'{lr:g}' for lr in learning_rates)}"
+        )
+    data = feeds.load_shard(config, (0, 1))  # every process holds all of it (join_processes)
+    folders = {os.path.join(workdir, _cell_name(*cell)) for cell in cells}
+    fingerprints = _fingerprints(config, data)  # on every process: collective
+    earlier = _earlier_cells(config, workdir, fingerprints, folders) if reports else []
+    rows = []
+    for number, cell in enumerate(cells, 1):
+        folder = os.path.join(workdir, _cell_name(*cell))
+        label = f"cell {number}/{len(cells)}: {cell[0]} {cell[1]} lr={cell[2]:g}"
+
+        def announce(done, label=label, folder=folder):
+            if reports:
+                print(f"{label}: {DONE_EARLIER}" if done else f"{label} -> {folder}")
+
+        summary, status = run_cell(_cell_config(config, *cell), folder, data, announce)
+        rows.append(_row(*cell, summary, status, folder))
+        if reports:
+            _write_csv(rows + earlier, workdir)  # after every cell: a long grid shows progress
+    rows += earlier
+    if reports:
+        _write_csv(rows, workdir)
+        _write_results(rows, workdir)
     return rows
+
+
+def _earlier_cells(config, workdir: str, fingerprints, skip: set[str]) -> list[dict]:
+    """Rows for the finished cells in ``workdir`` outside this grid (``skip``) whose settings,
+    data and epochs match this sweep's; any other cell folder is named and left out."""
+    rows, left_out = [], []
+    for name in sorted(os.listdir(workdir)):
+        folder = os.path.join(workdir, name)
+        config_path = os.path.join(folder, "config.json")
+        if folder in skip or not os.path.exists(os.path.join(folder, "summary.json")):
+            continue
+        if not os.path.exists(config_path):
+            continue
+        try:
+            cell = _cell_of(run_folder.read_json(config_path, fix=_FIX_CELL))
+            if cell is None or name != _cell_name(*cell):
+                continue  # a folder the sweep did not name
+            cell_config = _cell_config(config, *cell)
+            _check_cell(cell_config, folder, fingerprints)
+            summary = _finished_summary(cell_config, folder)
+        except UserError as error:  # a damaged earlier cell stops nothing; it is named
+            left_out.append(f"  {name}: {error}")
+            continue
+        if summary is None:
+            left_out.append(f"  {name}: trained for other than epochs={config.epochs}")
+            continue
+        rows.append(_row(*cell, summary, DONE_EARLIER, folder))
+    if rows:
+        print(
+            f"{len(rows)} finished cell(s) of earlier grids in {workdir} "
+            "are kept in results.csv and the heat maps"
+        )
+    if left_out:
+        print("cells in the folder left out of results.csv:", *left_out, sep="\n")
+    return rows
+
+
+_FIX_CELL = "restore the file or delete the cell folder (a rerun of its grid trains it again)"
+
+
+def _cell_of(settings) -> tuple[str, str, float] | None:
+    """A cell's (adaptation, optimizer, learning rate) from its config.json; None if it has none."""
+    try:
+        optimizer = settings["optimizer"]
+        return settings["adaptation"], optimizer["name"], float(optimizer["learning_rate"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _write_csv(rows, workdir) -> None:
@@ -171,87 +308,130 @@ def _write_csv(rows, workdir) -> None:
         writer.writerows(rows)
 
 
-def _write_results(rows, workdir, learning_rates, optimizers, adaptations) -> None:
-    columns = [f"{lr:g}" for lr in learning_rates]
+def _write_results(rows, workdir) -> None:
+    """Heat maps over every optimizer and learning rate in ``rows``, per adaptation, and the
+    best cell by validation accuracy."""
+    adaptations = _unique(row["adaptation"] for row in rows)
+    if len(adaptations) > 1:  # suffixed figures: an earlier single-adaptation grid's are stale
+        for name, _, _ in (*_HEATMAPS, ("best_curves", None, None)):
+            path = os.path.join(workdir, f"{name}.png")
+            if os.path.exists(path):
+                os.remove(path)
     for adaptation in adaptations:
         cells = [row for row in rows if row["adaptation"] == adaptation]
         suffix = "" if len(adaptations) == 1 else f"_{adaptation}"
-
-        def grid(key, cells=cells):
+        optimizers = _unique(row["optimizer"] for row in cells)
+        learning_rates = sorted(_unique(row["learning_rate"] for row in cells), reverse=True)
+        label = f"{method_label(adaptation)} ({adaptation})"
+        for name, key, title in _HEATMAPS:
             values = np.full((len(optimizers), len(learning_rates)), np.nan)
             for row in cells:
                 i = optimizers.index(row["optimizer"])
-                j = list(learning_rates).index(row["learning_rate"])
-                values[i, j] = row[key]
-            return values
-
-        label = f"adaptation={adaptation}"
-        for key, name, title in (
-            ("train_accuracy", "heatmap_train", "train (source) accuracy"),
-            ("validation_accuracy", "heatmap_validation", "validation accuracy (selects)"),
-            ("target_accuracy", "heatmap_target_oracle", "target accuracy (oracle, not used)"),
-        ):
+                values[i, learning_rates.index(row["learning_rate"])] = row[key]
             plots.plot_heatmap(
-                grid(key),
+                values,
                 optimizers,
-                columns,
+                [f"{lr:g}" for lr in learning_rates],
                 f"{title}\n{label}",
                 os.path.join(workdir, f"{name}{suffix}.png"),
             )
-        scored = [row for row in cells if np.isfinite(row["validation_accuracy"])]
-        if not scored:
-            print(f"{label}: no cell finished with a validation accuracy")
-            continue
-        best = max(scored, key=lambda row: row["validation_accuracy"])
-        curves = os.path.join(best["run_folder"], "curves.png")
-        if os.path.exists(curves):
-            shutil.copyfile(curves, os.path.join(workdir, f"best_curves{suffix}.png"))
-        print(
-            f"{label}: best by validation is {best['optimizer']} lr={best['learning_rate']:g} "
-            f"(validation {best['validation_accuracy']:.4f}, train {best['train_accuracy']:.4f}); "
-            f"its target accuracy is {best['target_accuracy']:.4f}"
-        )
+        _report_best(cells, workdir, suffix, label)
 
 
-def _floats(text: str, flag: str) -> list[float]:
+def _report_best(cells, workdir, suffix, label) -> None:
+    scored = [row for row in cells if np.isfinite(row["validation_accuracy"])]
+    if not scored:
+        print(f"{label}: no cell finished with a validation accuracy")
+        return
+    best = max(scored, key=lambda row: row["validation_accuracy"])
+    curves = os.path.join(best["run_folder"], "curves.png")
+    if os.path.exists(curves):
+        shutil.copyfile(curves, os.path.join(workdir, f"best_curves{suffix}.png"))
+    print(
+        f"{label}: best by validation is {best['optimizer']} lr={best['learning_rate']:g} "
+        f"(validation {best['validation_accuracy']:.4f}, train {best['train_accuracy']:.4f}); "
+        f"its target accuracy is {best['target_accuracy']:.4f}"
+    )
+
+
+def parse_floats(text: str, flag: str) -> tuple[list[float], list[str]]:
+    """Positive numbers from ``a,b,...``, each value once; the notes say what was dropped."""
     try:
-        values = [float(value) for value in text.split(",") if value]
+        values = [float(value) for value in text.split(",") if value.strip()]
     except ValueError:
         raise config_lib.ConfigError(f"--{flag}={text}: expected numbers like 0.01,0.001") from None
-    if not values or any(value <= 0 for value in values):
+    if not values or any(not value > 0 for value in values):
         raise config_lib.ConfigError(f"--{flag}={text}: expected positive numbers")
-    return values
+    return _unique(values), _repeat_notes(values, flag, lambda value: f"{value:g}")
 
 
-def _names(text: str, flag: str, valid: Sequence[str]) -> list[str]:
+def parse_names(text: str, flag: str, valid: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Names from ``a,b,...`` (lower case), each once; one outside ``valid`` is a ConfigError."""
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
     wrong = [name for name in names if name not in valid]
     if not names or wrong:
         raise config_lib.ConfigError(f"--{flag}={text}: choose from {', '.join(valid)}")
-    return names
+    return _unique(names), _repeat_notes(names, flag, str)
+
+
+def _repeat_notes(values: list, flag: str, show: Callable) -> list[str]:
+    repeated = _unique(value for index, value in enumerate(values) if value in values[:index])
+    return [
+        f"--{flag}: {show(value)} is given {values.count(value)} times; it runs once"
+        for value in repeated
+    ]
+
+
+def _help() -> str:
+    return f"""{__doc__}
+flags:
+  --workdir DIR          the sweep folder (required); a rerun there skips finished cells
+  --learning_rates LIST  comma-separated (default: {DEFAULT_LEARNING_RATES})
+  --optimizers LIST      from {", ".join(OPTIMIZERS)} (default: {DEFAULT_OPTIMIZERS})
+  --adaptations LIST     from {", ".join(METHODS.names())} (default: the config's adaptation)
+  --config FILE          a config file under configs/ (default: the digits demo)
+  --config.KEY=VALUE     any config key, e.g. --config.epochs=5
+"""
+
+
+def _grid_from_flags(config, given: dict) -> tuple[list, list, list, list[str]]:
+    """(learning rates, optimizers, adaptations, notes) from the flags, defaults filled in."""
+    learning_rates, notes = parse_floats(
+        given.get("learning_rates", DEFAULT_LEARNING_RATES), "learning_rates"
+    )
+    optimizers, more = parse_names(
+        given.get("optimizers", DEFAULT_OPTIMIZERS), "optimizers", OPTIMIZERS
+    )
+    notes += more
+    adaptations, more = parse_names(
+        given.get("adaptations", config.adaptation), "adaptations", METHODS.names()
+    )
+    notes += more
+    for flag, default in (
+        ("learning_rates", DEFAULT_LEARNING_RATES),
+        ("optimizers", DEFAULT_OPTIMIZERS),
+        ("adaptations", f"{config.adaptation} (the config's adaptation)"),
+    ):
+        if flag not in given:
+            notes.append(f"--{flag} not given: the default, {default}")
+    return learning_rates, optimizers, adaptations, notes
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__)
+        print(_help())
         return 0
     flags = ("workdir", "learning_rates", "optimizers", "adaptations")
     try:
         config, _, given = config_lib.config_from_command_line(
             argv, "jaxdann.sweep", flags, required=("workdir",)
         )
-        learning_rates = _floats(
-            given.get("learning_rates", "0.01,0.001,0.00001"), "learning_rates"
-        )
-        optimizers = _names(given.get("optimizers", "sgd,adam,rmsprop"), "optimizers", OPTIMIZERS)
-        adaptations = _names(
-            given.get("adaptations", config.adaptation), "adaptations", ("none", "dann")
-        )
-        run_grid(config, given["workdir"], learning_rates, optimizers, adaptations)
-    except (ValueError, OSError) as error:  # ConfigError is a ValueError
+        learning_rates, optimizers, adaptations, notes = _grid_from_flags(config, given)
+        run_grid(config, given["workdir"], learning_rates, optimizers, adaptations, notes)
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return config_lib.exit_code(error)
+        return exit_code(error)
     except KeyboardInterrupt:
         print(
             "\ninterrupted; rerun the same command: finished cells are skipped, the "

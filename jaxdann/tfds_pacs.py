@@ -4,8 +4,8 @@ Importing this module registers the ``pacs`` builder, so ``tfds.builder("pacs")`
 ``tfds.data_source("pacs")`` find it. The source is the user's own PACS folder, given as the
 manual download directory; each domain becomes one split (``art_painting``, ``cartoon``,
 ``photo``, ``sketch``) whose records hold the image already preprocessed as
-``jaxdann.data.preprocess_image`` does it (uint8 ``[crop, crop, 3]``), its ``label`` (index into
-the sorted class folders) and its ``path`` relative to the root.
+``jaxdann.data.folder.preprocess_image`` does it (uint8 ``[crop, crop, 3]``), its ``label``
+(index into the sorted class folders) and its ``path`` relative to the root.
 
 Why no TFDS ``Image`` feature: encoding it needs TensorFlow, so the records store the decoded
 pixels as a plain uint8 tensor in ArrayRecord files, which ``tfds.data_source`` reads with
@@ -51,7 +51,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from jaxdann import data as pacs
+from jaxdann.data import pacs
+from jaxdann.data.dataset import select_rows
+from jaxdann.data.folder import require_root
+from jaxdann.errors import ConfigError, DataError, UserError, exit_code
 
 try:
     import array_record  # noqa: F401  (the ArrayRecord files TFDS writes and reads)
@@ -72,9 +75,9 @@ _RECORD_OVERHEAD = 512
 def config_name(resize: int = 256, crop: int = 224, on_bad: str = "error") -> str:
     """The builder config name for these sizes, e.g. ``resize256_crop224``."""
     if on_bad not in pacs.ON_BAD:
-        raise ValueError(f"on_bad must be one of {pacs.ON_BAD}, got {on_bad!r}.")
+        raise ConfigError(f"on_bad must be one of {', '.join(pacs.ON_BAD)}, got {on_bad!r}.")
     if not 0 < crop <= resize:
-        raise ValueError(f"Need 0 < crop <= resize, got crop={crop}, resize={resize}.")
+        raise ConfigError(f"Need 0 < crop <= resize, got crop={crop}, resize={resize}.")
     return f"resize{resize}_crop{crop}" + ("_skipbad" if on_bad == "skip" else "")
 
 
@@ -140,7 +143,8 @@ class Pacs(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__mai
                     "image": tfds.features.Tensor(
                         shape=(crop, crop, 3), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
                     ),
-                    # Names come from the class folders at build time (sorted, as data.py).
+                    # Names come from the class folders at build time (sorted, as the folder
+                    # reader sorts them).
                     "label": tfds.features.ClassLabel(),
                     "path": tfds.features.Text(),
                 }
@@ -202,7 +206,7 @@ def _check_fits_in_memory(domain: str, count: int, crop: int) -> None:
     size = count * (crop * crop * 3 + _RECORD_OVERHEAD)
     if size <= shuffle.MAX_MEM_BUFFER_SIZE or importlib.util.find_spec("tensorflow"):
         return
-    raise pacs.DataError(
+    raise DataError(
         f"Domain {domain!r} has {count} images, about {size / 2**30:.1f} GiB at crop {crop}, "
         f"more than the {shuffle.MAX_MEM_BUFFER_SIZE / 2**30:.1f} GiB TFDS can write without "
         "TensorFlow; use a smaller crop, install tensorflow, or use data.format=folder."
@@ -218,20 +222,22 @@ def load_domains_tfds(
     data_dir: str | None = None,
     on_bad: str = "error",
     shard: tuple[int, int] = (0, 1),
+    limit: int = 0,
 ) -> dict[str, pacs.Domain]:
-    """Domains as ``jaxdann.data.load_domain`` gives them, read from the TFDS ``pacs`` dataset.
+    """Domains as ``jaxdann.data.pacs.load_domain`` gives them, read from the TFDS ``pacs``
+    dataset.
 
     Builds the dataset from ``root`` into ``data_dir`` (default ``$TFDS_DATA_DIR`` or
     ``~/tensorflow_datasets``) the first time, then reads the ``names`` splits with
     ``tfds.data_source``: random access, NumPy only. ``on_bad`` is ``load_domain``'s; "skip"
     builds a config of its own. A DataError says when the stored dataset was built from other
-    files than ``root`` now holds. ``shard=(index, count)`` reads every ``count``-th record from
-    ``index`` (``load_domain``'s multi-host shards).
+    files than ``root`` now holds. ``shard=(index, count)`` and ``limit`` select the records
+    read as ``load_domain`` selects files (:func:`jaxdann.data.dataset.select_rows`).
     """
     root = os.fspath(root)
     unknown = [name for name in names if name not in pacs.DOMAINS]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"Domains {', '.join(map(repr, unknown))} are not PACS splits; use some of "
             f"{', '.join(pacs.DOMAINS)}."
         )
@@ -247,18 +253,18 @@ def load_domains_tfds(
     domains = {}
     for domain, source in zip(names, sources, strict=True):
         class_names = tuple(source.dataset_info.features["label"].names)
-        rows = range(shard[0], len(source), shard[1])
+        rows = select_rows(len(source), shard, limit)
         images = np.empty((len(rows), crop, crop, 3), dtype=np.uint8)
         labels = np.empty((len(rows),), dtype=np.int32)
         paths = []
         for index, row in enumerate(rows):  # one by one: measured faster than __getitems__
-            record = source[row]
+            record = source[int(row)]
             images[index] = record["image"]
             labels[index] = record["label"]
             path = record["path"]
             paths.append(path.decode() if isinstance(path, bytes) else str(path))
         where = f"TFDS dataset {name!r} in {os.fspath(source.dataset_info.data_dir)!r}"
-        stored_count = len(source) if shard[1] > 1 else None
+        stored_count = len(source) if len(rows) < len(source) else None
         _check_same_files(root, domain, paths, class_names, on_bad, where, stored_count)
         domains[domain] = pacs.Domain(domain, images, labels, class_names, tuple(paths))
     return domains
@@ -291,7 +297,7 @@ def _check_same_files(
     if same and listed_classes == class_names:
         return
     different = sorted(stored_set ^ listed_set)
-    raise pacs.DataError(
+    raise DataError(
         f"Split {domain!r} of the {where} was built from other files than {root!r} holds now "
         f"({len(different)} paths differ: {pacs.format_paths(different)}; "
         f"classes {', '.join(class_names)} vs {', '.join(listed_classes)}); delete that folder "
@@ -307,23 +313,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", default=pacs.default_root(), help="PACS root (%(default)s)")
     parser.add_argument("--resize", type=int, default=256, help="shorter side (%(default)s)")
     parser.add_argument("--crop", type=int, default=224, help="centre crop (%(default)s)")
-    parser.add_argument("--on_bad", choices=pacs.ON_BAD, default="error")
+    parser.add_argument("--on-bad", "--on_bad", dest="on_bad", choices=pacs.ON_BAD, default="error")
     parser.add_argument(
         "--data_dir", help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)"
     )
     args = parser.parse_args(argv)
     try:
-        domains = load_domains_tfds(
+        root = require_root(
             args.root,
+            "give --root the PACS folder (art_painting/ cartoon/ photo/ sketch/) or set "
+            "$JAXDANN_PACS_ROOT.",
+        )
+        domains = load_domains_tfds(
+            root,
             pacs.DOMAINS,
             resize=args.resize,
             crop=args.crop,
             data_dir=args.data_dir,
             on_bad=args.on_bad,
         )
-    except (pacs.DataError, ValueError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_code(error)
     name = config_name(args.resize, args.crop, args.on_bad)
     print(f"pacs/{name}: " + ", ".join(f"{d} {len(domain)}" for d, domain in domains.items()))
     return 0

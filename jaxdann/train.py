@@ -1,12 +1,12 @@
 """``python -m jaxdann.train [--config configs/NAME.py] [--workdir DIR] [--config.KEY=VALUE ...]``
 
-Without ``--config`` it trains the embedded demo (digits -> textured digits); without
-``--workdir`` it makes a fresh folder under ``runs/``. Rerunning with the same ``--workdir``
-resumes from the last checkpoint.
+Without --config it trains the embedded demo (digits -> textured digits); without --workdir it
+makes a fresh folder under runs/. Rerunning with the same --workdir resumes from the last
+checkpoint; a larger --config.epochs extends a finished run. One run at a time per folder.
 
-Exit status (``config.exit_code``): 0 done; 1 the run failed (unreadable data or run-folder
-files, divergence); 2 the settings were refused (a bad flag or value, settings that do not fit the
-data, or settings or data other than those of the run in ``--workdir``); 130 interrupted.
+Exit status: 0 done; 1 the run failed (unreadable data or run-folder files, divergence); 2 the
+settings were refused (a bad flag or value, settings that do not fit the data or the run in
+--workdir, a folder in use); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import time
 
 from jaxdann import config as config_lib
+from jaxdann.errors import INTERRUPTED, exit_code, is_user_error
 
 __all__ = ["main", "default_workdir"]
 
@@ -26,40 +27,48 @@ def default_workdir(config, config_path: str | None) -> str:
     return os.path.join("runs", f"{name}-{config.adaptation}-{stamp}")
 
 
+def _print_help() -> None:
+    print(__doc__.strip().replace("``", ""))
+    print("\nconfig keys (--config.KEY=VALUE), with the seed study's defaults:")
+    print(config_lib.describe_keys())
+
+
+def _interrupted(workdir: str) -> str:
+    from jaxdann.training.run_folder import saved_epochs
+
+    if os.path.isdir(workdir) and saved_epochs(workdir):
+        return (
+            f"\ninterrupted; rerun with --workdir {workdir} (and the same settings) to resume "
+            "from its last checkpoint"
+        )
+    return (
+        f"\ninterrupted before any checkpoint was saved; rerunning with --workdir {workdir} "
+        "starts it again (config key checkpoint_every_epochs sets how often one is saved)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__)
-        print("config keys:", ", ".join(sorted(config_lib.flatten(config_lib.base_config()))))
-        return 0
+        return config_lib.print_or_quiet(_print_help)
+    workdir = None
     try:
         config, path, flags = config_lib.config_from_command_line(
             argv, "python -m jaxdann.train", extra_flags=("workdir",)
         )
-    except config_lib.ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    workdir = flags.get("workdir") or default_workdir(config, path)
-    print(f"run folder: {workdir}")
+        workdir = flags.get("workdir") or default_workdir(config, path)
+        from jaxdann.training.trainer import train_and_evaluate
 
-    try:
-        from jaxdann.trainer import TrainingDiverged, train_and_evaluate
-    except KeyboardInterrupt:  # while jax loads: nothing has started
-        print("\ninterrupted before training started", file=sys.stderr)
-        return config_lib.INTERRUPTED
-    try:
         summary = train_and_evaluate(config, workdir)
-    except (TrainingDiverged, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return config_lib.exit_code(error)
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; rerun with --workdir {workdir} (and the same settings) to resume "
-            "from its last checkpoint (config key checkpoint_every_epochs sets how often one is "
-            "saved; with none it restarts)",
-            file=sys.stderr,
-        )
-        return config_lib.INTERRUPTED
+        message = _interrupted(workdir) if workdir else "\ninterrupted before training started"
+        print(message, file=sys.stderr)
+        return INTERRUPTED
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return exit_code(error)
     import jax  # after train_and_evaluate: it may have started the distributed runtime
 
     if jax.process_index() != 0:

@@ -105,13 +105,14 @@ def test_command_line_errors_are_one_line_and_exit_2(capsys):
 
 
 def test_alexnet_computation_variants_reach_the_model_and_are_refused_elsewhere():
-    from jaxdann.trainer import build_from_config
+    from jaxdann.training.model_setup import build_from_config
 
     config = config_lib.apply_overrides(
         config_lib.base_config(), {"model.stem": "space_to_depth", "model.pool_gradient": "xla"}
     )
     config_lib.validate(config)
-    features = build_from_config(config, 7).features
+    network, _ = build_from_config(config, 7)
+    features = dict(network.parts)["features"]
     assert (features.stem, features.pool_gradient) == ("space_to_depth", "xla")
     demo = config_lib.apply_overrides(config_lib.demo_config(), {"model.pool_gradient": "xla"})
     with pytest.raises(config_lib.ConfigError, match="model.pool_gradient"):
@@ -121,10 +122,17 @@ def test_alexnet_computation_variants_reach_the_model_and_are_refused_elsewhere(
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"adaptation": "dan"}, "adaptation='dan' is not one of dann, none"),
+        (
+            {"adaptation": "dan"},
+            "adaptation='dan' is not a registered method; choose one of none, dann",
+        ),
         ({"batch_size": "0"}, "batch_size=0 must be positive"),
         ({"model.stem": "s2d"}, "model.stem='s2d' is not one of conv, space_to_depth"),
-        ({"adaptation": "DANN"}, "adaptation='DANN' is not one of dann, none"),
+        (
+            {"model.arch": "resnet"},
+            "model.arch='resnet' is not a registered backbone; choose one of",
+        ),
+        ({"optimizer.name": "lamb"}, "optimizer.name='lamb' is not a registered optimizer; choose"),
         ({"grl.schedule": "CONSTANT"}, "grl.schedule='CONSTANT' is not one of"),
         ({"model.dropout_rate": "1.5"}, r"model.dropout_rate=1.5 must be in \[0, 1\)"),
         ({"checkpoint_every_epochs": "-1"}, "checkpoint_every_epochs=-1 must be 0 or more"),
@@ -142,9 +150,9 @@ def test_validate_names_the_key_and_what_is_valid(overrides, message):
 def test_an_unusable_run_folder_or_an_interrupt_is_one_line(tmp_path, capsys, monkeypatch):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    assert train.main(["--workdir", str(afile), "--config.epochs=1"]) == 1
+    assert train.main(["--workdir", str(afile), "--config.epochs=1"]) == 2  # a setting
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "afile" in err[0]
+    assert err == [f"error: --workdir {afile} is a file; name a folder."]
 
     def interrupted(config, workdir):
         raise KeyboardInterrupt
@@ -153,6 +161,7 @@ def test_an_unusable_run_folder_or_an_interrupt_is_one_line(tmp_path, capsys, mo
     small = ["--config.data.limit=8", "--config.batch_size=16", "--config.data.drop_last=true"]
     assert train.main(["--workdir", str(tmp_path / "small"), *small]) == 2
     assert "fewer than one batch of 16" in capsys.readouterr().err
+    assert not (tmp_path / "small").exists()  # a refused new run leaves no folder behind
     # Settings the folder's run was not trained with are refused like a bad flag: exit 2.
     run = str(tmp_path / "run")
     assert train.main(["--workdir", run, "--config.epochs=1", "--config.data.limit=40"]) == 0
@@ -161,6 +170,12 @@ def test_an_unusable_run_folder_or_an_interrupt_is_one_line(tmp_path, capsys, mo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.limit: 40, now 20" in err[0]
 
-    monkeypatch.setattr("jaxdann.trainer.train_and_evaluate", interrupted)
+    monkeypatch.setattr("jaxdann.training.trainer.train_and_evaluate", interrupted)
     assert train.main(["--workdir", str(tmp_path / "interrupted")]) == 130
-    assert f"rerun with --workdir {tmp_path / 'interrupted'}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"rerunning with --workdir {tmp_path / 'interrupted'} starts it again" in err
+    monkeypatch.setattr("jaxdann.training.run_folder.saved_epochs", lambda workdir: [1])
+    (tmp_path / "interrupted").mkdir()
+    assert train.main(["--workdir", str(tmp_path / "interrupted")]) == 130
+    err = capsys.readouterr().err
+    assert "to resume from its last checkpoint" in err

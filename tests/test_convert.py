@@ -1,5 +1,8 @@
 """Conversion errors name the offending keys; the CLI round-trips a saved .pth."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -79,36 +82,50 @@ def test_cli_round_trips_a_saved_pth(tmp_path, state_dict, capsys):
                 )
 
 
-def test_cli_rejects_a_wrong_file(tmp_path):
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "\x1b" not in err and "weights_only=False" not in err, err  # no colours, no advice
+    return err.strip()
+
+
+def test_cli_rejects_a_wrong_file_in_one_line(tmp_path, capsys):
     pth = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, pth)
-    with pytest.raises(SystemExit, match="resnet.pth: not a torchvision AlexNet.*conv1.weight"):
-        convert.main(["--torch-weights", str(pth), "--output", str(tmp_path / "x.msgpack")])
-    with pytest.raises(SystemExit, match="no such file"):
-        convert.main(["--torch-weights", str(tmp_path / "absent.pth")])
+    assert convert.main(["--torch-weights", str(pth), "--output", str(tmp_path / "x.msgpack")]) == 1
+    assert re.search("resnet.pth: not a torchvision AlexNet.*conv1.weight", _error_line(capsys))
+    assert convert.main(["--torch-weights", str(tmp_path / "absent.pth")]) == 2
+    assert "absent.pth does not exist" in _error_line(capsys)
+    assert convert.main(["--torch-weights", str(tmp_path)]) == 2
+    assert "is a folder" in _error_line(capsys)
     corrupt = tmp_path / "corrupt.pth"
-    corrupt.write_bytes(b"not a torch file")
-    with pytest.raises(SystemExit, match="corrupt.pth: not a torch state_dict file"):
-        convert.main(["--torch-weights", str(corrupt), "--output", str(tmp_path / "y.msgpack")])
+    corrupt.write_bytes(os.urandom(256))
+    assert convert.main(["--torch-weights", str(corrupt), "--output", str(tmp_path / "y")]) == 1
+    assert "corrupt.pth: not a state_dict file torch can read" in _error_line(capsys)
+    pickled = tmp_path / "model.pth"
+    torch.save(torchvision.models.alexnet(weights=None), pickled)  # a whole pickled model
+    assert convert.main(["--torch-weights", str(pickled), "--output", str(tmp_path / "z")]) == 1
+    assert "model.pth: not a state_dict file torch can read" in _error_line(capsys)
+    assert not (tmp_path / "x.msgpack").exists()
 
 
-def test_offline_download_fails_with_one_sentence(tmp_path, monkeypatch):
+def test_offline_download_fails_with_one_sentence(tmp_path, monkeypatch, capsys):
     from torchvision.models import AlexNet_Weights
 
     def offline(self, *args, **kwargs):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(type(AlexNet_Weights.IMAGENET1K_V1), "get_state_dict", offline)
-    with pytest.raises(SystemExit) as error:
-        convert.main(["--output", str(tmp_path / "a.msgpack")])
-    message = str(error.value)
+    assert convert.main(["--output", str(tmp_path / "a.msgpack")]) == 1
+    message = _error_line(capsys)
     assert "could not download" in message and "--torch-weights alexnet-owt-7be5be79.pth" in message
-    assert "\n" not in message
 
 
 def test_load_params_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m jaxdann.convert"):
         load_params(str(tmp_path / "missing.msgpack"))
+    with pytest.raises(ConversionError, match="is a folder"):
+        load_params(str(tmp_path))
     junk = tmp_path / "junk.msgpack"
     junk.write_bytes(b"\x00not msgpack at all")
     with pytest.raises(ConversionError, match="not a jaxdann weights file"):

@@ -1,4 +1,5 @@
-"""Tests for jaxdann.data: torchvision-equal preprocessing, bad-data errors, cache, statistics."""
+"""Tests for jaxdann.data's folder reader and PACS: torchvision-equal preprocessing, bad-data
+errors, cache, statistics and the command line."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from jaxdann import data
-from jaxdann.data import DataError
+from jaxdann.data import explore, folder
+from jaxdann.data import pacs as data
+from jaxdann.errors import ConfigError, DataError
 
 # Published PACS counts (README of the dataset copy, Li et al. 2017), classes in sorted order.
 PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
@@ -242,7 +244,7 @@ def test_all_bad_images_are_named(tree):
         data.load_domain(tree, "a", cache_dir=False, workers=1, progress=False, **SMALL)
     message = str(raised.value)
     assert truncated in message and garbage in message
-    assert "pass on_bad='skip' (config key data.on_bad=skip)" in message
+    assert "pass on_bad='skip' (config key data.on_bad=skip, or --on-bad skip)" in message
 
 
 def test_skip_drops_exactly_the_bad_images_with_one_warning(tree):
@@ -289,13 +291,13 @@ def test_parallel_decoding_equals_serial(tmp_path, monkeypatch):
 
 def _count_decodes(monkeypatch) -> list[str]:
     calls: list[str] = []
-    original = data.preprocess_image
+    original = folder.preprocess_image
 
     def counting(path, **kwargs):
         calls.append(os.fspath(path))
         return original(path, **kwargs)
 
-    monkeypatch.setattr(data, "preprocess_image", counting)
+    monkeypatch.setattr(folder, "preprocess_image", counting)
     return calls
 
 
@@ -303,7 +305,7 @@ def _forbid_decoding(monkeypatch) -> None:
     def fail(path, **kwargs):
         raise AssertionError(f"decoded {path} although it is cached")
 
-    monkeypatch.setattr(data, "preprocess_image", fail)
+    monkeypatch.setattr(folder, "preprocess_image", fail)
 
 
 def test_cache_is_reused_and_invalidated(tree, tmp_path, monkeypatch, capsys):
@@ -442,7 +444,7 @@ def test_split_file_missing_names_the_places_looked(tree):
     expected = os.path.join(tree, "splits", "a_test_kfold.txt")
     with pytest.raises(DataError, match=re.escape(expected)):
         data.list_domain(tree, "a", split="test")
-    with pytest.raises(ValueError, match="split must be None or one of"):
+    with pytest.raises(ConfigError, match="split 'validation' is not one of .*all, train"):
         data.list_domain(tree, "a", split="validation")
 
 
@@ -468,7 +470,7 @@ def test_explore_counts_and_statistics(tmp_path):
         _save(os.path.join(tree, "a", "cat", f"extra{index}.png"), (20, 20), "L", index)
     _save(os.path.join(tree, "a", "dog", "x.jpg"), seed=5)
     _save(os.path.join(tree, "a", "dog", "y.jpg"), seed=6)
-    stats = data.explore(tree, ["a"])
+    stats = explore.explore(tree, ["a"])
     assert stats == {
         "a": {
             "counts": {"bird": 1, "cat": 3, "dog": 2},
@@ -485,7 +487,7 @@ def test_explore_counts_and_statistics(tmp_path):
 
 def test_main_prints_table_and_writes_plot(tree, tmp_path, capsys):
     plot = tmp_path / "counts.png"
-    assert data.main(["--root", tree, "--domains", "a,b", "--plot", str(plot)]) == 0
+    assert explore.main(["--root", tree, "--domains", "a,b", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^cat\s+2\s+2$", out, re.MULTILINE)
     assert re.search(r"^total\s+6\s+6$", out, re.MULTILINE)
@@ -496,9 +498,36 @@ def test_main_prints_table_and_writes_plot(tree, tmp_path, capsys):
         assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 4
 
 
+def test_main_plots_into_a_new_folder_and_refuses_unknown_formats(tree, tmp_path, capsys):
+    plot = tmp_path / "new" / "folder" / "counts.svg"
+    assert explore.main(["--root", tree, "--domains", "a,b", "--plot", str(plot)]) == 0
+    assert plot.read_bytes().lstrip().startswith(b"<?xml")
+    capsys.readouterr()
+    assert explore.main(["--root", tree, "--domains", "a", "--plot", str(tmp_path / "c.txt")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before counting
+    assert captured.err.count("\n") == 1 and "cannot write a chart as 'txt'" in captured.err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert explore.main(["--root", tree, "--domains", "a", "--plot", str(blocker / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --plot {blocker / 'c.png'}: cannot")
+
+
+def test_main_skips_non_images_when_asked(tree, capsys):
+    open(os.path.join(tree, "a", "cat", "notes.txt"), "w").close()
+    assert explore.main(["--root", tree, "--domains", "a,b"]) == 1  # the data, not the arguments
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notes.txt" in err and "--on-bad skip" in err
+    with pytest.warns(UserWarning, match="notes.txt"):
+        assert explore.main(["--root", tree, "--domains", "a,b", "--on-bad", "skip"]) == 0
+    assert re.search(r"^total\s+6\s+6$", capsys.readouterr().out, re.MULTILINE)
+
+
 def test_main_reports_bad_root(tmp_path, capsys):
-    assert data.main(["--root", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert explore.main(["--root", str(tmp_path / "missing")]) == 1  # data that is not there
+    err = capsys.readouterr().err
+    assert "does not exist" in err and err.count("\n") == 1
 
 
 # --------------------------------------------------------------------------- real PACS
@@ -511,7 +540,7 @@ real_pacs = pytest.mark.skipif(
 
 @real_pacs
 def test_real_pacs_counts_match_published_table():
-    stats = data.explore(data.default_root())
+    stats = explore.explore(data.default_root())
     assert list(stats) == list(data.DOMAINS)
     for domain, counts in PACS_COUNTS.items():
         assert stats[domain]["counts"] == dict(zip(PACS_CLASSES, counts, strict=True))

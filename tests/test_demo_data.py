@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxdann import config as config_lib
-from jaxdann.demo_data import make_digits_splits
+from jaxdann.data.digits import make_digits_splits
 
 
 def same_digits(a, b):
@@ -80,7 +80,7 @@ def test_photo_like_development_domain_never_uses_target_test_digits_or_labels()
 
 
 def test_renderings_shard_and_limit_through_the_input_pipeline():
-    from jaxdann.input_pipeline import load_experiment_data
+    from jaxdann.data.pipeline import load_experiment_data
 
     config = config_lib.apply_overrides(config_lib.demo_config(), {"data.target_renderings": "2"})
     whole = load_experiment_data(config)

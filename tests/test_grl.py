@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdann.grl import dann_schedule, reverse_gradient
+from jaxdann.models.grl import dann_schedule, reverse_gradient
 
 X = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)), jnp.float32)
 G = jnp.asarray(np.random.default_rng(1).standard_normal((4, 3)), jnp.float32)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxdann import config as config_lib
-from jaxdann.input_pipeline import (
+from jaxdann.data.pipeline import (
     ExperimentData,
     Split,
     describe_fingerprint,

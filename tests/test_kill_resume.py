@@ -17,7 +17,7 @@ import pytest
 from test_train import read_rows, tiny_config
 
 from jaxdann import config as config_lib
-from jaxdann.trainer import train_and_evaluate
+from jaxdann.training.trainer import train_and_evaluate
 
 EPOCHS = 8
 # 13 steps an epoch (200 images, batch 16): about 0.4 s an epoch with its checkpoint on 2 CPU

@@ -6,15 +6,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdann.config import ConfigError, base_config, validate
 from jaxdann.convert import torchvision_to_flax
 from jaxdann.models import (
     AlexNet,
     AlexNetFeatures,
+    BatchNorm,
+    Bottleneck,
     SpaceToDepthConv,
     adaptive_avg_pool,
-    build_model,
     max_pool,
 )
+from jaxdann.training.model_setup import build_from_config
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -27,6 +30,28 @@ def _torch_alexnet(num_classes, seed=0):
 
 def _images(size, batch=2, seed=0):
     return np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
+
+
+def _network(arch, adaptation, **model):
+    """``(network, method)`` for 7 classes as a config describes them."""
+    config = base_config()
+    config.adaptation = adaptation
+    config.model.arch = arch
+    config.model.pretrained = "none"
+    for key, value in model.items():
+        config.model[key] = value
+    validate(config)
+    return build_from_config(config, 7)
+
+
+def _random_params(network, method, image_shape, abstract=False):
+    """Every part randomly initialised on its own (shapes only with ``abstract``)."""
+
+    def init():
+        head_inputs = type(method).head_inputs
+        return network.init(jax.random.PRNGKey(0), image_shape, head_inputs)["params"]
+
+    return jax.eval_shape(init) if abstract else init()
 
 
 def _assert_close_to_scale(actual, expected, tolerance=1e-4):
@@ -148,10 +173,8 @@ def test_parameter_counts():
     torch_count = sum(p.numel() for p in _torch_alexnet(1000).parameters())
     assert torch_count == 61_100_840
 
-    dann = build_model("alexnet", 7, adversarial=True)
-    dann_params = jax.eval_shape(
-        lambda: dann.init(jax.random.PRNGKey(0), images, method=type(dann).initialize_all)
-    )["params"]
+    dann_params = _random_params(*_network("alexnet", "dann"), (224, 224, 3), abstract=True)
+    assert set(dann_params) == {"features", "classifier", "domain_classifier"}
     # AlexNet with a 7-way head (57,032,519) + a domain classifier of the classifier's structure
     # with 2 outputs (54,542,338). The seed reports 111,595,343: its domain head kept 7 outputs
     # (+20,485) and it counts alpha as a parameter (+1).
@@ -183,12 +206,13 @@ def test_too_small_images_are_refused_with_the_minimum():
 
 
 def test_dann_without_adaptation_is_plain_alexnet():
-    model = build_model("alexnet", 7, adversarial=False)
+    network, method = _network("alexnet", "none")
     images = jnp.asarray(_images(63).transpose(0, 2, 3, 1))
-    params = model.init(jax.random.PRNGKey(0), images, method=type(model).initialize_all)["params"]
+    params = _random_params(network, method, (63, 63, 3))
+    assert network.names == ("features", "classifier")
     assert set(params) == {"features", "classifier"}
     np.testing.assert_allclose(
-        model.apply({"params": params}, images),
+        network.logits(params, {}, images),
         AlexNet(7).apply({"params": params}, images),
         rtol=1e-6,
     )
@@ -250,6 +274,9 @@ def test_each_alexnet_variant_computes_the_same_features(stem, pool_gradient):
     np.testing.assert_allclose(
         variant.apply(params, images), default.apply(params, images), rtol=1e-5, atol=1e-6
     )
+    # The config keys reach the network's feature extractor.
+    network, _ = _network("alexnet", "dann", stem=stem, pool_gradient=pool_gradient)
+    assert dict(network.parts)["features"] == variant
 
     def loss(p, model):
         return jnp.sum(jnp.sin(model.apply(p, images)))
@@ -268,5 +295,116 @@ def test_each_alexnet_variant_computes_the_same_features(stem, pool_gradient):
 def test_computation_variants_are_checked():
     with pytest.raises(ValueError, match="stem"):
         AlexNetFeatures(stem="s2d").init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
-    with pytest.raises(ValueError, match="alexnet only"):
-        build_model("small_cnn", 7, adversarial=False, pool_gradient="xla")
+    with pytest.raises(ConfigError, match="model.pool_gradient.*alexnet only"):
+        _network("small_cnn", "none", pool_gradient="xla")
+    with pytest.raises(ConfigError, match="model.stem.*alexnet only"):
+        _network("small_cnn", "none", stem="space_to_depth")
+
+
+def _torch_batch_norm_state(norm):
+    return {
+        "params": {
+            "scale": jnp.asarray(norm.weight.detach().numpy()),
+            "bias": jnp.asarray(norm.bias.detach().numpy()),
+        },
+        "batch_stats": {
+            "mean": jnp.asarray(norm.running_mean.numpy()),
+            "var": jnp.asarray(norm.running_var.numpy()),
+        },
+    }
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 2, 5)], ids=["1d", "2d"])
+def test_batch_norm_matches_torch_in_train_and_eval_mode(shape):
+    # torch: momentum 0.1, eps 1e-5, batch statistics in train mode (normalised with the biased
+    # variance, the running variance updated with the unbiased one), running ones in eval mode.
+    torch.manual_seed(0)
+    features = shape[-1]
+    norm = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(features)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(features) + 0.5)
+        norm.bias.copy_(torch.randn(features))
+    variables = _torch_batch_norm_state(norm)  # running mean 0 and variance 1, as Flax's init
+    init = BatchNorm().init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False)
+    assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, variables)
+    np.testing.assert_array_equal(init["batch_stats"]["var"], variables["batch_stats"]["var"])
+
+    def nchw(x):  # torch's layout for x of ``shape`` (NC or NHWC)
+        return torch.from_numpy(x if x.ndim == 2 else x.transpose(0, 3, 1, 2).copy())
+
+    def nhwc(y):
+        return y if y.ndim == 2 else y.transpose(0, 2, 3, 1)
+
+    rng = np.random.default_rng(0)
+    norm.train()
+    for _ in range(3):
+        x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)
+        with torch.no_grad():
+            expected = nhwc(norm(nchw(x)).numpy())
+        actual, updates = BatchNorm().apply(variables, jnp.asarray(x), train=True, mutable=True)
+        variables = {**variables, **updates}
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+        for name, running in (("mean", norm.running_mean), ("var", norm.running_var)):
+            np.testing.assert_allclose(
+                variables["batch_stats"][name], running.numpy(), rtol=1e-5, atol=1e-5
+            )
+    norm.eval()
+    x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)
+    with torch.no_grad():
+        expected = nhwc(norm(nchw(x)).numpy())
+    actual = BatchNorm().apply(variables, jnp.asarray(x), train=False)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bottleneck_matches_torch_linear_batch_norm_relu_in_train_mode():
+    torch.manual_seed(0)
+    width, fan_in = 6, 10
+    linear, norm = torch.nn.Linear(fan_in, width), torch.nn.BatchNorm1d(width)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(width) + 0.5)
+        norm.bias.copy_(torch.randn(width))
+    block = torch.nn.Sequential(linear, norm, torch.nn.ReLU()).train()
+    x = np.random.default_rng(0).standard_normal((8, fan_in)).astype(np.float32)
+    bottleneck = Bottleneck(width)
+    init = bottleneck.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
+    state = _torch_batch_norm_state(norm)
+    variables = {
+        "params": {
+            "dense": {  # Flax's kernel is torch's weight transposed
+                "kernel": jnp.asarray(linear.weight.detach().numpy().T),
+                "bias": jnp.asarray(linear.bias.detach().numpy()),
+            },
+            "norm": state["params"],
+        },
+        "batch_stats": {"norm": state["batch_stats"]},
+    }
+    assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, variables)
+
+    x_torch = torch.from_numpy(x)
+    expected = block(x_torch)
+    expected.sin().sum().backward()
+
+    def loss(params):
+        y, updates = bottleneck.apply(
+            {**variables, "params": params}, jnp.asarray(x), train=True, mutable=["batch_stats"]
+        )
+        return jnp.sum(jnp.sin(y)), (y, updates)
+
+    grads, (actual, updates) = jax.grad(loss, has_aux=True)(variables["params"])
+    assert float((actual == 0).mean()) > 0.1  # the ReLU cuts something
+    np.testing.assert_allclose(actual, expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+    for name, running in (("mean", norm.running_mean), ("var", norm.running_var)):
+        np.testing.assert_allclose(
+            updates["batch_stats"]["norm"][name], running.numpy(), rtol=1e-5, atol=1e-5
+        )
+    # Gradients through the batch statistics, as torch's autograd takes them.
+    for got, want in (
+        (grads["dense"]["kernel"], linear.weight.grad.numpy().T),
+        (grads["norm"]["scale"], norm.weight.grad.numpy()),
+        (grads["norm"]["bias"], norm.bias.grad.numpy()),
+    ):
+        _assert_close_to_scale(np.asarray(got), want, 1e-5)
+    # The batch mean cancels the dense bias: its gradient is 0 up to rounding, in both.
+    scale = float(np.abs(linear.weight.grad.numpy()).max())
+    for bias_grad in (np.asarray(grads["dense"]["bias"]), linear.bias.grad.numpy()):
+        np.testing.assert_allclose(bias_grad, 0.0, rtol=0, atol=1e-5 * scale)

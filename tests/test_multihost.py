@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from jaxdann import config as config_lib
-from jaxdann.step import EPOCH_METRICS
-from jaxdann.trainer import train_and_evaluate
+from jaxdann.methods import get_method
+from jaxdann.training.trainer import train_and_evaluate
 
-KEYS = (*EPOCH_METRICS, "target_accuracy")
+KEYS = (*get_method("dann").epoch_metrics, "target_accuracy")
 OVERRIDES = [
     "--config.epochs=2",
     "--config.batch_size=16",
@@ -218,4 +218,4 @@ def test_a_sweep_on_two_processes_trains_every_cell_and_reports_once(tmp_path):
     assert os.path.exists(os.path.join(workdir, "heatmap_validation.png"))
     # Process 0 alone names the cells and the choice (and writes the table and figures).
     assert [out.count("best by validation") for out in outputs] == [1, 0]
-    assert [out.count("cell dann sgd") for out in outputs] == [2, 0]
+    assert [len(re.findall(r"cell \d/2: dann sgd", out)) for out in outputs] == [2, 0]

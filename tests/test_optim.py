@@ -1,4 +1,5 @@
-"""jaxdann.optim updates parameters exactly as torch.optim + StepLR does for the same gradients."""
+"""jaxdann.training.optim updates parameters exactly as torch.optim + StepLR does for the same
+gradients."""
 
 import pytest
 
@@ -9,7 +10,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxdann.optim import OPTIMIZERS, learning_rate_schedule, make_optimizer  # noqa: E402
+from jaxdann.training.optim import OPTIMIZERS, learning_rate_schedule, make_optimizer  # noqa: E402
 
 # 5 epochs of 3 steps with a decay every 2 epochs: the learning rate drops twice.
 STEPS_PER_EPOCH, STEP_SIZE, GAMMA, EPOCHS = 3, 2, 0.1, 5
@@ -159,7 +160,7 @@ def test_name_is_case_insensitive():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="valid names are sgd, adam, rmsprop"):
+    with pytest.raises(ValueError, match="choose one of sgd, adam, rmsprop"):
         make_optimizer("adagrad", 0.1, steps_per_epoch=2)
 
 
@@ -180,7 +181,7 @@ def test_non_positive_steps_per_epoch(steps_per_epoch):
 
 
 def test_annealed_schedule_matches_torch_lambda_lr():
-    from jaxdann.optim import annealed_learning_rate_schedule
+    from jaxdann.training.optim import annealed_learning_rate_schedule
 
     total = 20
     schedule = annealed_learning_rate_schedule(0.01, total_steps=total)

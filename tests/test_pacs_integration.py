@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxdann import config as config_lib
-from jaxdann import data as pacs
-from jaxdann.trainer import train_and_evaluate
+from jaxdann.data import pacs
+from jaxdann.training.trainer import train_and_evaluate
 
 ROOT = pacs.default_root()
 pytestmark = pytest.mark.skipif(

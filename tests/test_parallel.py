@@ -1,4 +1,4 @@
-"""The XLA options jaxdann compiles its steps with (jaxdann.parallel.compiler_options)."""
+"""The XLA options jaxdann compiles its steps with (jaxdann.training.parallel.compiler_options)."""
 
 import os
 import re
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdann import parallel
+from jaxdann.training import parallel
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_only_the_train_and_evaluation_steps_get_the_options(
     fresh_options, monkeypatch, tmp_path, shard_per_host, evaluation
 ):
     from jaxdann import config as config_lib
-    from jaxdann.trainer import train_and_evaluate
+    from jaxdann.training.trainer import train_and_evaluate
 
     options = fresh_options()
     if not options:

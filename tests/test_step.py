@@ -7,26 +7,31 @@ import optax
 import pytest
 
 from jaxdann.config import base_config
-from jaxdann.grl import reverse_gradient
-from jaxdann.models import DANN, build_model
-from jaxdann.optim import learning_rate_schedule, make_optimizer
-from jaxdann.step import (
-    TrainState,
-    augment,
-    grl_coefficient,
-    make_course,
-    make_train_step,
-    normalize,
-)
+from jaxdann.data.transforms import augment, normalize
+from jaxdann.models.grl import grl_coefficient, reverse_gradient
+from jaxdann.training.model_setup import build_from_config
+from jaxdann.training.optim import learning_rate_schedule, make_optimizer
+from jaxdann.training.step import TrainState, make_course, make_train_step
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _config(coefficient=0.1, schedule="constant"):
+def _config(coefficient=0.1, schedule="constant", *, arch="small_cnn", adaptation="dann"):
+    """The seed's DANN (the domain classifier shaped like the label classifier), no dropout."""
     config = base_config()
+    config.adaptation = adaptation
+    config.model.arch = arch
+    config.model.pretrained = "none"
+    config.model.dropout_rate = 0.0
+    config.model.domain_hidden = "classifier"
     config.grl.coefficient = coefficient
     config.grl.schedule = schedule
     return config
+
+
+def _build(config):
+    """``(network, method)``: 7 classes, the ImageNet normalisation."""
+    return build_from_config(config, 7, mean=MEAN, std=STD)
 
 
 def _batch(size, batch=4, seed=0):
@@ -44,31 +49,32 @@ def _batch(size, batch=4, seed=0):
     }
 
 
-def _init(model, size, seed=0):
-    sample = jnp.zeros((1, size, size, 3))
-    return model.init(jax.random.PRNGKey(seed), sample, method=DANN.initialize_all)["params"]
+def _init(network, method, size, seed=0):
+    """Every part randomly initialised on its own (no copy of the classifier into the domain
+    classifier: the gradients of independent heads are the stronger check)."""
+    image_shape = (size, size, 3)
+    rng = jax.random.PRNGKey(seed)
+    return network.init(rng, image_shape, type(method).head_inputs)["params"]
 
 
-def _step_fn(model, optimizer, config, learning_rate=1.0):
+def _step_fn(method, optimizer, learning_rate=1.0):
     step = make_train_step(
-        model,
+        method,
         lambda lr, course: optimizer,
         lambda lr, course: lambda step: learning_rate,
-        config,
-        mean=MEAN,
-        std=STD,
     )
     course = make_course(steps_per_epoch=1, total_steps=10)
     return jax.jit(lambda state, batch, rng: step(state, batch, rng, course))
 
 
-def _state(params, optimizer, learning_rate=1.0):
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), learning_rate)
+def _state(method, params, optimizer, learning_rate=1.0):
+    opt_state = method.init_optimizer(optimizer, params)
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, learning_rate)
 
 
-def _one_step(model, params, batch, config, optimizer):
-    state = _state(params, optimizer)
-    return _step_fn(model, optimizer, config)(state, batch, jax.random.PRNGKey(0))
+def _one_step(method, params, batch, optimizer):
+    state = _state(method, params, optimizer)
+    return _step_fn(method, optimizer)(state, batch, jax.random.PRNGKey(0))
 
 
 def _assert_trees_close(actual, expected, relative):
@@ -83,13 +89,18 @@ def _assert_trees_close(actual, expected, relative):
         )
 
 
+def _apply(network, params, part, x):
+    """One part in evaluation mode (the same as train mode without dropout or BatchNorm)."""
+    return network.module.apply({"params": params}, part, x, train=False)
+
+
 @pytest.mark.parametrize("arch,size", [("small_cnn", 28), ("alexnet", 63)])
 def test_fused_gradients_equal_the_three_separate_passes(arch, size):
-    model = build_model(arch, 7, adversarial=True, dropout_rate=0.0)
-    params = _init(model, size)
+    network, method = _build(_config(0.3, arch=arch))
+    params = _init(network, method, size)
     batch = _batch(size)
     # Plain SGD with lr 1: the update is exactly minus the gradient.
-    new_state, metrics = _one_step(model, params, batch, _config(0.3), optax.sgd(1.0))
+    new_state, metrics = _one_step(method, params, batch, optax.sgd(1.0))
     fused = jax.tree.map(lambda old, new: old - new, params, new_state.params)
 
     source = normalize(batch["source_images"], MEAN, STD)
@@ -97,14 +108,12 @@ def test_fused_gradients_equal_the_three_separate_passes(arch, size):
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels
 
     def class_pass(p):
-        logits = model.apply({"params": p}, source)
+        logits = network.logits(p, {}, source)
         return cross_entropy(logits, batch["source_labels"]).mean()
 
     def domain_pass(p, images, label):
-        def forward(module, images):
-            return module.domain_classifier(reverse_gradient(module.features(images), 0.3))
-
-        logits = model.apply({"params": p}, images, method=forward)
+        features = _apply(network, p, "features", images)
+        logits = _apply(network, p, "domain_classifier", reverse_gradient(features, 0.3))
         return cross_entropy(logits, jnp.full(images.shape[0], label)).mean()
 
     separate = jax.tree.map(
@@ -119,12 +128,12 @@ def test_fused_gradients_equal_the_three_separate_passes(arch, size):
 
 
 def test_inverted_labels_train_features_on_swapped_domains_and_the_head_on_true_ones():
-    model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
-    params = _init(model, 28)
-    batch = _batch(28)
     config = _config(0.3)
     config.grl.objective = "inverted_labels"
-    new_state, _ = _one_step(model, params, batch, config, optax.sgd(1.0))
+    network, method = _build(config)
+    params = _init(network, method, 28)
+    batch = _batch(28)
+    new_state, _ = _one_step(method, params, batch, optax.sgd(1.0))
     fused = jax.tree.map(lambda old, new: old - new, params, new_state.params)
 
     images = jnp.concatenate(
@@ -134,14 +143,13 @@ def test_inverted_labels_train_features_on_swapped_domains_and_the_head_on_true_
     domains = jnp.array([0, 0, 0, 0, 1, 1, 1, 1])
 
     def domain_loss(p, labels):
-        logits = model.apply(
-            {"params": p}, images, method=lambda m, x: m.domain_classifier(m.features(x))
-        )
+        features = _apply(network, p, "features", images)
+        logits = _apply(network, p, "domain_classifier", features)
         per_row = cross_entropy(logits, labels)
         return per_row[:4].mean() + per_row[4:].mean()
 
     def class_loss(p):
-        logits = model.apply({"params": p}, normalize(batch["source_images"], MEAN, STD))
+        logits = network.logits(p, {}, normalize(batch["source_images"], MEAN, STD))
         return cross_entropy(logits, batch["source_labels"]).mean()
 
     true_grads = jax.grad(domain_loss)(params, domains)
@@ -158,23 +166,24 @@ def test_inverted_labels_train_features_on_swapped_domains_and_the_head_on_true_
 
 
 def test_source_only_step_has_no_domain_branch():
-    model = build_model("small_cnn", 7, adversarial=False)
-    params = _init(model, 28)
+    network, method = _build(_config(adaptation="none"))
+    params = _init(network, method, 28)
+    assert set(params) == {"features", "classifier"}
     batch = {k: v for k, v in _batch(28).items() if not k.startswith("target")}
-    state, metrics = _one_step(model, params, batch, _config(), optax.sgd(0.1))
+    state, metrics = _one_step(method, params, batch, optax.sgd(0.1))
     assert "domain_loss_source" not in metrics
     assert set(state.params) == {"features", "classifier"}
 
 
 def test_padded_rows_change_nothing():
-    model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
-    params = _init(model, 28)
+    network, method = _build(_config())
+    params = _init(network, method, 28)
     full = _batch(28, batch=3)
     padded = {k: np.concatenate([v, np.zeros_like(v[:2])]) for k, v in full.items()}
     padded["source_images"][3:] = 255  # garbage in the padded rows
     padded["target_images"][3:] = 7
-    state_full, full_metrics = _one_step(model, params, full, _config(), optax.sgd(0.1))
-    state_padded, padded_metrics = _one_step(model, params, padded, _config(), optax.sgd(0.1))
+    state_full, full_metrics = _one_step(method, params, full, optax.sgd(0.1))
+    state_padded, padded_metrics = _one_step(method, params, padded, optax.sgd(0.1))
     for key in ("class_loss", "domain_loss_source", "domain_loss_target", "source_count"):
         np.testing.assert_allclose(padded_metrics[key], full_metrics[key], rtol=1e-5)
     _assert_trees_close(state_padded.params, state_full.params, 1e-5)
@@ -184,8 +193,8 @@ def test_one_compiled_step_serves_runs_of_different_lengths():
     # jaxdann.pairs trains source domains of different sizes: their steps per epoch and total
     # steps reach the step as its traced ``course``, so the step is traced (and compiled) once,
     # and the schedules inside it still follow each run's length.
-    model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
-    params = _init(model, 28)
+    network, method = _build(_config(1.0, "dann"))
+    params = _init(network, method, 28)
 
     def optimizer_for(lr, course):
         return make_optimizer(
@@ -198,15 +207,13 @@ def test_one_compiled_step_serves_runs_of_different_lengths():
         )
 
     traces = []
-    train_step = make_train_step(
-        model, optimizer_for, schedule_for, _config(1.0, "dann"), mean=MEAN, std=STD
-    )
+    train_step = make_train_step(method, optimizer_for, schedule_for)
     step = jax.jit(lambda *args: traces.append(1) or train_step(*args))
     batch = _batch(28)
     metrics = {}
     for steps_per_epoch, total_steps in ((2, 4), (3, 30)):
         course = make_course(steps_per_epoch, total_steps)
-        state = _state(params, optimizer_for(0.5, course), 0.5).replace(step=jnp.int32(2))
+        state = _state(method, params, optimizer_for(0.5, course), 0.5).replace(step=jnp.int32(2))
         _, metrics[total_steps] = step(state, batch, jax.random.PRNGKey(0), course)
     assert len(traces) == 1
     # Step 2 is the first of epoch 2 with 2 steps an epoch (decayed once), still epoch 1 with 3.
@@ -286,10 +293,10 @@ def test_two_steps_move_parameters_like_the_seeds_pytorch_step():
     params = _convert_dann(net, domain)
     alpha, size, lr, batch_size = 0.1, 63, 1e-3, 3
     batch = _batch(size, batch=batch_size, seed=1)
-    model = build_model("alexnet", 7, adversarial=True, dropout_rate=0.0)
+    _, method = _build(_config(alpha, arch="alexnet"))
     optimizer = make_optimizer("sgd", lr, momentum=0.9, weight_decay=5e-5, steps_per_epoch=1)
-    step = _step_fn(model, optimizer, _config(alpha), learning_rate=lr)
-    state = _state(params, optimizer, lr)
+    step = _step_fn(method, optimizer, learning_rate=lr)
+    state = _state(method, params, optimizer, lr)
 
     torch_params = list(net.parameters()) + list(domain.parameters())
     torch_optimizer = torch.optim.SGD(torch_params, lr=lr, momentum=0.9, weight_decay=5e-5)
@@ -345,13 +352,14 @@ def test_augment_flips_and_crops_without_inventing_pixels():
 
 
 def test_domain_loss_weight_scales_both_domain_losses():
-    model = build_model("small_cnn", 7, adversarial=True, dropout_rate=0.0)
-    params, batch = _init(model, 28), _batch(28)
+    network, method = _build(_config(0.3))
+    params, batch = _init(network, method, 28), _batch(28)
     losses = {}
     for weight in (0.0, 2.5):
         config = _config(0.3)
         config.domain_loss_weight = weight
-        _, metrics = _one_step(model, params, batch, config, optax.sgd(0.0))
+        _, weighted = _build(config)
+        _, metrics = _one_step(weighted, params, batch, optax.sgd(0.0))
         count = float(metrics["source_count"])
         domain = (metrics["domain_loss_source"] + metrics["domain_loss_target"]) / count
         losses[weight] = (float(metrics["loss"]), float(metrics["class_loss"]) / count, domain)

@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import sys
+import types
 
 import jax
 import numpy as np
@@ -10,7 +12,11 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdann import config as config_lib
-from jaxdann import input_pipeline, pairs, report, sweep
+from jaxdann import pairs, plots, report, sweep
+from jaxdann.data import pipeline as input_pipeline
+from jaxdann.data.pacs import DOMAINS
+from jaxdann.errors import TrainingDiverged
+from jaxdann.methods import METHODS, get_method
 
 
 def demo_grid_config(**overrides):
@@ -84,7 +90,7 @@ def test_grid_writes_results_heatmaps_and_selects_by_validation(
 
     # A rerun skips finished cells and trains nothing.
     monkeypatch.setattr(
-        "jaxdann.trainer.train_and_evaluate",
+        "jaxdann.training.trainer.train_and_evaluate",
         lambda *a, **k: pytest.fail("a finished cell was trained again"),
     )
     again = sweep.run_grid(demo_grid_config(), workdir, [0.01, 0.001], ["sgd", "adam"], ["dann"])
@@ -114,7 +120,7 @@ def test_rerun_with_other_settings_is_refused_not_reported_as_done(tmp_path, cap
 
 
 def test_interrupted_cell_resumes(tmp_path):
-    from jaxdann.trainer import train_and_evaluate
+    from jaxdann.training.trainer import train_and_evaluate
 
     workdir = str(tmp_path / "grid")
     config = demo_grid_config(epochs=2)
@@ -151,20 +157,23 @@ def test_report_from_runs_and_sweeps(tmp_path):
     for name in ("heatmap_train", "heatmap_validation", "heatmap_target_oracle", "best_curves"):
         for adaptation in ("none", "dann"):  # two adaptations: one figure each, suffixed
             assert os.path.exists(os.path.join(grid, f"{name}_{adaptation}.png"))
-    assert [row["model"] for row in rows][0] == "NO ADAP 0.01 SGD"
-    assert {row["model"].split()[0] for row in rows[1:]} == {"NO", "ADAP"}  # best of each
+    source_only, adapted = get_method("none").label, get_method("dann").label
+    assert (rows[0]["method"], rows[0]["settings"]) == (source_only, "sgd lr 0.01")
+    assert {row["method"] for row in rows[1:]} == {source_only, adapted}  # best of each
+    assert all(row["settings"].endswith("(best of 2 by validation)") for row in rows[1:])
     with open(os.path.join(single, "summary.json")) as f:
         summary = json.load(f)
     assert f"{summary['final_target_accuracy']:.4f}" in markdown
     assert {row["task"] for row in rows} == {"digits -> digits_textured"}
-    assert "| NO ADAP 0.01 SGD | digits -> digits_textured |" in markdown
+    assert f"| {source_only} | sgd lr 0.01 | digits -> digits_textured |" in markdown
+    assert "| target accuracy |" in markdown and f"| {single} |" in markdown
     moved = str(tmp_path / "moved_grid")  # results.csv keeps the paths as typed then
     os.rename(grid, moved)
     assert {row["task"] for row in report.collect_rows([moved])} == {"digits -> digits_textured"}
     for cell in os.listdir(moved):
         if os.path.exists(os.path.join(moved, cell, "config.json")):
             os.remove(os.path.join(moved, cell, "config.json"))
-    assert report.main([moved, "--output", output]) == 2
+    assert report.main([moved, "--output", output]) == 1  # a damaged sweep folder
     with pytest.raises(SystemExit):
         report.main([])
     assert report.main([str(tmp_path)]) == 2
@@ -260,7 +269,7 @@ def test_report_names_a_damaged_summary(tmp_path, capsys):
     run.mkdir()
     (run / "summary.json").write_text('{"final_target_accuracy": 0.4')  # cut short
     (run / "config.json").write_text("{}")
-    assert report.main([str(run), "--output", str(tmp_path / "out")]) == 2
+    assert report.main([str(run), "--output", str(tmp_path / "out")]) == 1  # DamagedFile
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{run / 'summary.json'} is not valid JSON" in error
 
@@ -281,3 +290,166 @@ def test_a_finished_cell_counts_only_on_the_data_it_was_trained_on(tmp_path):
     other = dataclasses.replace(data, target=input_pipeline.Split(images, data.target.labels))
     with pytest.raises(config_lib.ConfigError, match=r"trained on other data .*\(target: "):
         sweep.run_cell(config, folder, other)
+
+
+# -- with a stand-in trainer: the grid's bookkeeping, in seconds, whatever the trainer does ----
+
+
+def fake_train_and_evaluate(config, workdir, data=None, progress=True):
+    """Writes what a finished run writes: config.json, metrics.jsonl rows with the method's
+    epoch metrics, curves.png and summary.json; accuracies follow from the learning rate."""
+    from jaxdann.training import run_folder
+
+    os.makedirs(workdir, exist_ok=True)
+    run_folder.write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
+    accuracy = min(0.9, 0.5 + float(config.optimizer.learning_rate) * 10)
+    validation = None if config.data.validation in config_lib.NO_VALIDATION else accuracy - 0.1
+    rows = []
+    for epoch in range(1, config.epochs + 1):
+        row = {"epoch": epoch}
+        row |= {key: 0.5 for key in get_method(config.adaptation).epoch_metrics}
+        row |= {"target_accuracy": accuracy - 0.2, "validation_accuracy": validation}
+        rows.append(row | {"epoch_time_s": 0.1})
+    run_folder.write_metrics(os.path.join(workdir, "metrics.jsonl"), rows)
+    plots.plot_curves(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"))
+    summary = {
+        "final_source_accuracy": accuracy,
+        "final_target_accuracy": accuracy - 0.2,
+        "validation_accuracy": validation,
+        "epochs": config.epochs,
+        "adaptation": config.adaptation,
+    }
+    run_folder.write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary
+
+
+@pytest.fixture(name="fake_trainer")
+def fake_trainer_fixture(monkeypatch):
+    """jaxdann.training.trainer replaced by :func:`fake_train_and_evaluate`; returns the list of
+    run folders it trained."""
+    trained = []
+    module = types.ModuleType("jaxdann.training.trainer")
+    module.TrainingDiverged = TrainingDiverged
+
+    def train(config, workdir, data=None, progress=True):
+        trained.append(workdir)
+        return fake_train_and_evaluate(config, workdir, data, progress)
+
+    module.train_and_evaluate = train
+    monkeypatch.setitem(sys.modules, "jaxdann.training.trainer", module)
+    return trained
+
+
+def test_sweep_help_shows_the_defaults_and_the_registered_adaptations(capsys):
+    assert sweep.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"(default: {sweep.DEFAULT_LEARNING_RATES})" in out
+    assert f"(default: {sweep.DEFAULT_OPTIMIZERS})" in out
+    assert f"--adaptations LIST     from {', '.join(METHODS.names())}" in out
+    assert pairs.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "(default: 0,1,2)" in out and f"(default: {','.join(DOMAINS)})" in out
+    assert f"from {', '.join(METHODS.names())} (default: none,dann)" in out
+
+
+def test_an_unknown_adaptation_is_refused_with_the_registered_names(tmp_path, capsys):
+    names = ", ".join(METHODS.names())
+    assert sweep.main(["--workdir", str(tmp_path / "grid"), "--adaptations", "dan"]) == 2
+    assert f"--adaptations=dan: choose from {names}" in capsys.readouterr().err
+    assert pairs.main(["--workdir", str(tmp_path / "pairs"), "--adaptations", "dan"]) == 2
+    assert f"--adaptations=dan: choose from {names}" in capsys.readouterr().err
+    with pytest.raises(config_lib.ConfigError, match=f"choose one of {names}"):
+        sweep.run_grid(demo_grid_config(), str(tmp_path / "grid"), [0.01], ["sgd"], ["dan"])
+    assert not os.path.exists(tmp_path / "grid")  # refused before anything is written
+
+
+def test_omitted_flags_print_the_default_grid_and_repeats_run_once(tmp_path, capsys, fake_trainer):
+    workdir = str(tmp_path / "grid")
+    argv = ["--workdir", workdir, "--optimizers", "sgd,SGD", "--config.epochs=1"]
+    assert sweep.main(argv + ["--config.data.limit=32"]) == 0
+    out = capsys.readouterr().out
+    assert f"--learning_rates not given: the default, {sweep.DEFAULT_LEARNING_RATES}" in out
+    assert "--optimizers: sgd is given 2 times; it runs once" in out
+    assert "learning rates 0.01, 0.001, 1e-05" in out
+    assert len(fake_trainer) == 3  # one optimizer, three default learning rates
+    assert len(read_csv(os.path.join(workdir, "results.csv"))) == 3
+    # Equal values written differently are one learning rate.
+    rates, notes = sweep.parse_floats("0.001,1e-3,0.01", "learning_rates")
+    assert rates == [0.001, 0.01]
+    assert notes == ["--learning_rates: 0.001 is given 2 times; it runs once"]
+    argv = ["--workdir", workdir, "--learning_rates", "0.001,1e-3", "--optimizers", "sgd"]
+    assert sweep.main(argv + ["--config.epochs=1", "--config.data.limit=32"]) == 0
+    out = capsys.readouterr().out
+    assert "--learning_rates: 0.001 is given 2 times; it runs once" in out
+    assert "cell 1/1: dann sgd lr=0.001: done earlier" in out
+    assert len(fake_trainer) == 3
+
+
+def test_a_rerun_with_another_grid_keeps_every_finished_cell(
+    tmp_path, capsys, monkeypatch, fake_trainer
+):
+    workdir = str(tmp_path / "grid")
+    sweep.run_grid(demo_grid_config(), workdir, [0.01], ["sgd"], ["dann"])
+    capsys.readouterr()
+    drawn = {}
+
+    def heatmap(values, rows, columns, title, path, **kwargs):
+        drawn[os.path.basename(path)] = (list(rows), list(columns), np.asarray(values))
+
+    monkeypatch.setattr(plots, "plot_heatmap", heatmap)
+    rows = sweep.run_grid(demo_grid_config(), workdir, [0.001, 0.01], ["adam"], ["dann"])
+    out = capsys.readouterr().out
+    assert "cell 1/2: dann adam lr=0.001 -> " in out and "cell 2/2: dann adam lr=0.01 -> " in out
+    assert "1 finished cell(s) of earlier grids" in out
+    results = read_csv(os.path.join(workdir, "results.csv"))
+    assert [(r["optimizer"], float(r["learning_rate"]), r["status"]) for r in results] == [
+        ("adam", 0.001, "trained"),
+        ("adam", 0.01, "trained"),
+        ("sgd", 0.01, "done earlier"),
+    ]
+    assert len(rows) == 3
+    optimizers, columns, values = drawn["heatmap_validation.png"]
+    assert (optimizers, columns) == (["adam", "sgd"], ["0.01", "0.001"])
+    assert np.isfinite(values[1, 0]) and np.isnan(values[1, 1])  # sgd ran at 0.01 only
+    # The first grid again: finished cells say so, and nothing trains.
+    trained = len(fake_trainer)
+    sweep.run_grid(demo_grid_config(), workdir, [0.01], ["sgd"], ["dann"])
+    out = capsys.readouterr().out
+    assert "cell 1/1: dann sgd lr=0.01: done earlier" in out
+    assert len(fake_trainer) == trained
+    assert len(read_csv(os.path.join(workdir, "results.csv"))) == 3
+    # A cell of other settings in the folder is named and left out of the table.
+    other = demo_grid_config(epochs=2)
+    fake_train_and_evaluate(
+        sweep._cell_config(other, "dann", "rmsprop", 0.1),
+        os.path.join(workdir, "dann_rmsprop_lr0.1"),
+    )
+    sweep.run_grid(demo_grid_config(), workdir, [0.01], ["sgd"], ["dann"])
+    out = capsys.readouterr().out
+    assert "left out of results.csv:\n  dann_rmsprop_lr0.1:" in out
+    assert "rmsprop" not in {r["optimizer"] for r in read_csv(os.path.join(workdir, "results.csv"))}
+
+
+def test_pairs_with_chosen_adaptations_and_their_report(
+    tmp_path, capsys, write_pacs_tree, tiny_pacs_overrides, fake_trainer
+):
+    root = tmp_path / "PACS"
+    write_pacs_tree(root, ("photo", "sketch"), per_class=3)
+    overrides = tiny_pacs_overrides(root, tmp_path / "cache") | {"epochs": "1"}
+    config = config_lib.apply_overrides(config_lib.base_config(), overrides)
+    workdir = str(tmp_path / "pairs")
+    pairs.run_pairs(
+        config, workdir, seeds=[0, 1], domains=["photo", "sketch"], adaptations=["none"]
+    )
+    table = capsys.readouterr().out
+    assert f"| source -> target | {get_method('none').label} | seeds |\n|---|---|---|\n" in table
+    assert len(fake_trainer) == 2 * 2
+    assert report.main([workdir, "--output", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    rows = read_csv(tmp_path / "report" / "report.csv")
+    assert [(r["task"], r["adaptation"], r["runs"]) for r in rows] == [
+        ("photo -> sketch", "none", "2"),
+        ("sketch -> photo", "none", "2"),
+    ]
+    assert f"| {get_method('none').label} | sgd lr 0.001 | photo -> sketch |" in out
+    assert f"wrote report.md and report.csv in {tmp_path / 'report'}" in out

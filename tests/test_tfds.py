@@ -12,8 +12,9 @@ from PIL import Image
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from jaxdann import data as pacs  # noqa: E402
 from jaxdann import tfds_pacs  # noqa: E402
+from jaxdann.data import pacs  # noqa: E402
+from jaxdann.errors import ConfigError, DataError  # noqa: E402
 
 RESIZE, CROP = 36, 32
 CLASSES = ("dog", "guitar", "house")  # sorted, so labels are their positions
@@ -152,6 +153,32 @@ def test_load_domains_tfds_reads_one_shard(built):
     assert shard.paths == full.paths[1::2]
     np.testing.assert_array_equal(shard.images, full.images[1::2])
     np.testing.assert_array_equal(shard.labels, full.labels[1::2])
+    # A limit reads the records the folder reader decodes for the same limit.
+    limited = tfds_pacs.load_domains_tfds(root, ["cartoon"], shard=(1, 2), limit=3, **kwargs)
+    expected = pacs.load_domain(
+        root, "cartoon", resize=RESIZE, crop=CROP, cache_dir=False, shard=(1, 2), limit=3
+    )
+    assert len(limited["cartoon"]) == 2 and limited["cartoon"].paths == expected.paths
+    np.testing.assert_array_equal(limited["cartoon"].images, expected.images)
+
+
+def test_the_pacs_dataset_reads_tfds(built, monkeypatch):
+    root, data_dir = built
+    from jaxdann import config as config_lib
+    from jaxdann.data import DATASETS
+
+    read = tfds_pacs.load_domains_tfds
+    monkeypatch.setattr(
+        tfds_pacs, "load_domains_tfds", lambda *a, **k: read(*a, data_dir=data_dir, **k)
+    )
+    data = config_lib.base_config().data
+    data.update({"format": "tfds", "root": os.fspath(root), "resize": RESIZE, "crop": CROP})
+    loaded = DATASETS.get("pacs").load("photo", "all", data, limit=4)
+    expected = pacs.load_domain(root, "photo", resize=RESIZE, crop=CROP, cache_dir=False, limit=4)
+    assert loaded.paths == expected.paths
+    np.testing.assert_array_equal(loaded.images, expected.images)
+    with pytest.raises(ConfigError, match="data.format=tfds reads whole domains"):
+        DATASETS.get("pacs").load("photo", "train", data)
 
 
 def test_command_line(built, capsys):
@@ -169,7 +196,7 @@ def test_bad_image_is_reported(tmp_path):
     root = make_tree(tmp_path / "pacs")
     (root / "cartoon" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
     data_dir = tmp_path / "tfds"
-    with pytest.raises(pacs.DataError, match=r"1 images .*cartoon/dog/broken\.jpg.*on_bad='skip'"):
+    with pytest.raises(DataError, match=r"1 images .*cartoon/dog/broken\.jpg.*on_bad='skip'"):
         tfds_pacs.load_domains_tfds(root, ["photo"], resize=RESIZE, crop=CROP, data_dir=data_dir)
     assert not list((data_dir / "pacs").glob("*/*/dataset_info.json"))  # nothing half-built
 
@@ -186,10 +213,10 @@ def test_dataset_built_from_other_files_is_reported(tmp_path):
     data_dir = tmp_path / "tfds"
     tfds_pacs.load_domains_tfds(root, ["photo"], resize=RESIZE, crop=CROP, data_dir=data_dir)
     Image.new("RGB", (40, 40)).save(root / "photo" / "house" / "new.png")
-    with pytest.raises(pacs.DataError, match=r"other files .*photo/house/new\.png.*delete"):
+    with pytest.raises(DataError, match=r"other files .*photo/house/new\.png.*delete"):
         tfds_pacs.load_domains_tfds(root, ["photo"], resize=RESIZE, crop=CROP, data_dir=data_dir)
     # A shard alone is a subset of the files either way: the record count still tells.
-    with pytest.raises(pacs.DataError, match=r"other files"):
+    with pytest.raises(DataError, match=r"other files"):
         tfds_pacs.load_domains_tfds(
             root, ["photo"], resize=RESIZE, crop=CROP, data_dir=data_dir, shard=(0, 2)
         )
@@ -206,5 +233,5 @@ def test_split_too_big_for_tensorflow_free_tfds_is_refused():
     if importlib.util.find_spec("tensorflow") is not None:
         pytest.skip("tensorflow is installed here, so TFDS can write any split size")
     tfds_pacs._check_fits_in_memory("sketch", 3929, 224)  # real PACS's largest domain fits
-    with pytest.raises(pacs.DataError, match=r"'sketch' has 9000 images.*smaller crop"):
+    with pytest.raises(DataError, match=r"'sketch' has 9000 images.*smaller crop"):
         tfds_pacs._check_fits_in_memory("sketch", 9000, 224)

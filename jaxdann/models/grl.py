@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["reverse_gradient", "dann_schedule"]
+__all__ = ["reverse_gradient", "dann_schedule", "grl_coefficient"]
 
 
 @jax.custom_vjp
@@ -51,3 +51,30 @@ def dann_schedule(progress: jax.Array | float, gamma: float = 10.0) -> jax.Array
     """The DANN paper's ramp ``2 / (1 + exp(-gamma * p)) - 1`` for progress p in [0, 1]."""
     progress = jnp.clip(jnp.asarray(progress, dtype=jnp.float32), 0.0, 1.0)
     return 2.0 / (1.0 + jnp.exp(-gamma * progress)) - 1.0
+
+
+def grl_coefficient(
+    step: jax.Array,
+    *,
+    schedule: str,
+    maximum: float,
+    gamma: float,
+    total_steps: int | jax.Array,
+    warmup_steps: int | jax.Array = 0,
+) -> jax.Array:
+    """The reversal coefficient at ``step``: a constant, or the DANN ramp times ``maximum``.
+
+    For the first ``warmup_steps`` it is 0 (the domain classifier learns, the features do not
+    hear from it); the ramp's progress then runs over the remaining steps. The step counts may
+    be traced.
+    """
+    step = jnp.asarray(step)
+    if schedule == "constant":
+        value = jnp.asarray(maximum, jnp.float32)
+    else:
+        ramp_steps = jnp.maximum(jnp.asarray(total_steps) - warmup_steps, 1).astype(jnp.float32)
+        # Times the reciprocal rather than a division: the value is then the same whether the
+        # step counts are traced or constants.
+        progress = (step - warmup_steps).astype(jnp.float32) * (1.0 / ramp_steps)
+        value = maximum * dann_schedule(progress, gamma)
+    return jnp.where(step < warmup_steps, 0.0, value).astype(jnp.float32)

@@ -6,10 +6,13 @@ that reproduces that update step for step, so JAX and torch runs can be compared
 number (`tests/test_optim.py` checks this against torch itself).
 """
 
+from collections.abc import Callable, Mapping
+
+import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
+from jaxdann.registry import Registry
 
 # torch defaults for the optimizers we mirror.
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -63,8 +66,8 @@ def annealed_learning_rate_schedule(
     _check_positive("learning_rate", learning_rate)
     _check_positive("total_steps", total_steps)
 
-    # total_steps may be traced. Multiplying by its reciprocal is what XLA made of the division
-    # by a constant this once was, so runs measured before it became traced repeat bit for bit.
+    # total_steps may be traced; times its reciprocal, the value is the same whether it is
+    # traced or a constant (XLA turns a division by a constant into that product).
     inverse_total = 1.0 / jnp.asarray(total_steps, jnp.float32)
 
     def schedule(step: jnp.ndarray | int) -> jnp.ndarray:
@@ -74,13 +77,18 @@ def annealed_learning_rate_schedule(
     return schedule
 
 
-def _direction(name: str, momentum: float) -> optax.GradientTransformation:
-    """The part of each optimizer between the L2-decayed gradient and the learning rate."""
-    if name == "sgd":
-        # torch SGD (dampening 0): buf = momentum * buf + grad, first buf = grad.
-        return optax.trace(decay=momentum) if momentum else optax.identity()
-    if name == "adam":
-        return optax.scale_by_adam(b1=_ADAM_B1, b2=_ADAM_B2, eps=_ADAM_EPS)
+def _sgd(momentum: float) -> optax.GradientTransformation:
+    # torch SGD (dampening 0): buf = momentum * buf + grad, first buf = grad.
+    return optax.trace(decay=momentum) if momentum else optax.identity()
+
+
+def _adam(momentum: float) -> optax.GradientTransformation:
+    del momentum  # Adam's moments have their own decay rates (torch's defaults)
+    return optax.scale_by_adam(b1=_ADAM_B1, b2=_ADAM_B2, eps=_ADAM_EPS)
+
+
+def _rmsprop(momentum: float) -> optax.GradientTransformation:
+    del momentum  # torch RMSprop's momentum defaults to 0; jaxdann mirrors that default
     # torch RMSprop: square_avg starts at 0, no bias correction, eps outside the sqrt.
     return optax.scale_by_rms(
         decay=_RMSPROP_ALPHA,
@@ -89,6 +97,35 @@ def _direction(name: str, momentum: float) -> optax.GradientTransformation:
         eps_in_sqrt=False,
         bias_correction=False,
     )
+
+
+# name -> the part of the optimizer between the L2-decayed gradient and the learning rate,
+# given optimizer.momentum. Adding an optimizer is one line here.
+OPTIMIZERS: Registry[Callable[[float], optax.GradientTransformation]] = Registry(
+    "optimizer.name", "optimizer"
+)
+OPTIMIZERS.register("sgd", _sgd)
+OPTIMIZERS.register("adam", _adam)
+OPTIMIZERS.register("rmsprop", _rmsprop)
+
+
+def scale_parts(multipliers: Mapping[str, float]) -> optax.GradientTransformation:
+    """Multiplies the updates of the top-level parameter parts named in ``multipliers``.
+
+    Last in a chain it is a per-part learning rate (torch's parameter groups with ``lr * m``;
+    the weight decay, momentum and moments do not depend on the learning rate, so this is exact).
+    """
+
+    def scale(updates, params=None):
+        del params
+        return {
+            part: jax.tree.map(lambda u, m=multipliers[part]: u * m, value)
+            if part in multipliers
+            else value
+            for part, value in updates.items()
+        }
+
+    return optax.stateless(scale)
 
 
 def make_optimizer(
@@ -114,9 +151,8 @@ def make_optimizer(
     `StepLR(step_size, gamma)` stepped after every `steps_per_epoch` updates. Momentum applies
     to SGD only. `update` needs `params`, for the weight decay.
     """
-    key = name.lower() if isinstance(name, str) else name
-    if key not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}; valid names are {', '.join(OPTIMIZERS)}.")
+    # Any case ("SGD"); an unknown name is a ConfigError listing the registered ones.
+    direction = OPTIMIZERS.get(name.lower() if isinstance(name, str) else name)
     _check_non_negative("momentum", momentum)
     _check_non_negative("weight_decay", weight_decay)
     if schedule is None:
@@ -129,6 +165,42 @@ def make_optimizer(
         *clip,
         # torch adds weight_decay * param to the gradient before momentum / moments.
         optax.add_decayed_weights(weight_decay),
-        _direction(key, momentum),
+        direction(momentum),
         optax.scale_by_learning_rate(schedule),
     )
+
+
+def optimizer_factories(opt) -> tuple[Callable, Callable]:
+    """``optimizer_for(learning_rate, course)`` and ``schedule_for(learning_rate, course)`` for
+    the ``optimizer`` config section ``opt``.
+
+    Factories, not an optimizer: the train step builds its optimizer from the traced learning
+    rate and course, so runs that differ only in those share one compiled step.
+    """
+
+    def schedule_for(learning_rate, course):
+        if opt.schedule == "annealed":
+            return annealed_learning_rate_schedule(learning_rate, total_steps=course["total_steps"])
+        return learning_rate_schedule(
+            learning_rate,
+            step_size=opt.step_size,
+            gamma=opt.gamma,
+            steps_per_epoch=course["steps_per_epoch"],
+        )
+
+    def optimizer_for(learning_rate, course):
+        optimizer = make_optimizer(
+            opt.name,
+            learning_rate,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            schedule=schedule_for(learning_rate, course),
+            clip_norm=float(opt.clip_norm),
+            steps_per_epoch=course["steps_per_epoch"],
+        )
+        multiplier = float(opt.backbone_lr_multiplier)
+        if multiplier == 1.0:
+            return optimizer
+        return optax.chain(optimizer, scale_parts({"features": multiplier}))
+
+    return optimizer_for, schedule_for

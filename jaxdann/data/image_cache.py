@@ -1,10 +1,11 @@
 """The decoded-image cache: uint8 arrays as ``.npy`` files keyed by what they depend on.
 
-An entry is ``<domain>-<split>-<resize>-<crop>-[shard<i>of<n>-]<hash>.{images.npy,labels.npy,
-json}`` (split ``all`` for a whole domain; the hash shortened to 20 characters in the name, whole
-in the JSON); the hash covers every file's path, size and mtime, so any change to the images
-decodes again. Files are
-written to a temporary name and renamed, the JSON last: a half-written entry is never read.
+An entry is ``<domain>-<split>-<resize>-<crop>-[shard<i>of<n>-][limited-]<hash>.{images.npy,
+labels.npy,json}`` (split ``all`` for a whole domain; ``limited-`` for a ``data.limit`` subset;
+the hash shortened to 20 characters in the name, whole in the JSON); the hash covers every
+file's path, size and mtime, so any change to the images decodes again. Writing an entry drops
+the older ones with the same prefix and root. Files are written to a temporary name and
+renamed, the JSON last: a half-written entry is never read.
 """
 
 from __future__ import annotations

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["DigitsSplits", "make_digits_splits", "CLASS_NAMES", "TARGET_RENDERINGS"]
+from jaxdann.data.dataset import Dataset, Domain, Plan, select_rows
+from jaxdann.errors import ConfigError
+
+__all__ = ["DigitsSplits", "Digits", "make_digits_splits", "CLASS_NAMES", "TARGET_RENDERINGS"]
 
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 _DATA_SEED = 20150526  # fixed: the demo's data never changes with the training seed
@@ -123,12 +127,12 @@ def make_digits_splits(
     digits are never rendered again.
     """
     if target not in TARGET_RENDERINGS:
-        raise ValueError(
+        raise ConfigError(
             f"config key data.target is {target!r}; the demo's targets are "
             f"{', '.join(TARGET_RENDERINGS)}."
         )
     if target_renderings < 1:
-        raise ValueError(
+        raise ConfigError(
             f"config key data.target_renderings is {target_renderings}; it must be at least 1."
         )
     from sklearn.datasets import load_digits
@@ -177,3 +181,89 @@ def make_digits_splits(
         target_train=(np.concatenate(train_images), train_labels),
         target_test=target_test,
     )
+
+
+SOURCE = "digits"  # the source domain: the grey digits
+# (domain kind, split) -> the DigitsSplits field holding it; the kind is the source or a target.
+_PARTS = {
+    ("source", "train"): "source_train",
+    ("source", "validation"): "source_validation",
+    ("target", "train"): "target_train",
+    ("target", "test"): "target_test",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_splits(image_size: int, target: str, target_renderings: int) -> DigitsSplits:
+    """One experiment's splits, made once for its several parts (``Digits.load`` copies rows)."""
+    return make_digits_splits(image_size, target, target_renderings)
+
+
+class Digits(Dataset):
+    """The embedded demo: grey digits (``digits``: splits ``train`` and ``validation``, a held-out
+    part) -> a rendering of other digits (one of :data:`TARGET_RENDERINGS`: splits ``train``,
+    unlabelled in training, and ``test``). Images are ``data.crop`` pixels square."""
+
+    name = "digits"
+    domains = (SOURCE, *TARGET_RENDERINGS)
+    splits = ("train", "validation", "test")
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+
+    def class_names(self, data, domains: Sequence[str] | None = None) -> tuple[str, ...]:
+        return CLASS_NAMES
+
+    def check_settings(self, data) -> None:
+        from jaxdann.config import DIGITS_VALIDATION, NO_VALIDATION
+
+        if data.source != SOURCE:
+            raise ConfigError(
+                f"config key data.source={data.source!r}: the digits demo's source is always "
+                f"{SOURCE!r} (use data.name=pacs for PACS domains)."
+            )
+        if data.target not in TARGET_RENDERINGS:
+            raise ConfigError(
+                f"config key data.target={data.target!r} is not a target of the digits demo; "
+                f"choose one of {', '.join(TARGET_RENDERINGS)}."
+            )
+        if data.validation not in (DIGITS_VALIDATION, *NO_VALIDATION):
+            raise ConfigError(
+                f"config key data.validation={data.validation!r}: the digits demo validates on "
+                f"{DIGITS_VALIDATION!r} (a held-out part of the source) or on nothing ('none')."
+            )
+
+    def plan(self, data) -> Plan:
+        from jaxdann.config import NO_VALIDATION
+
+        validation = () if data.validation in NO_VALIDATION else ((SOURCE, "validation"),)
+        return Plan(
+            source=(SOURCE, "train"),
+            target=(data.target, "train"),
+            target_eval=(data.target, "test"),
+            validation=validation,
+        )
+
+    def load(
+        self,
+        domain: str,
+        split: str,
+        data,
+        *,
+        shard: tuple[int, int] = (0, 1),
+        limit: int = 0,
+        progress: bool = True,
+    ) -> Domain:
+        self.check_domain(domain)
+        self.check_split(split)
+        kind = "source" if domain == SOURCE else "target"
+        field = _PARTS.get((kind, split))
+        if field is None:
+            have = ", ".join(part for (k, part) in _PARTS if k == kind)
+            raise ConfigError(f"the digits demo's domain {domain!r} has the splits {have}.")
+        # The source is the same whatever the target; rendering the configured one shares work.
+        target = domain if kind == "target" else data.target
+        if target not in TARGET_RENDERINGS:
+            target = TARGET_RENDERINGS[0]
+        images, labels = getattr(_cached_splits(data.crop, target, data.target_renderings), field)
+        rows = select_rows(len(labels), shard, limit)
+        return Domain(domain, images[rows], labels[rows], CLASS_NAMES)

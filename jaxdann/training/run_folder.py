@@ -14,14 +14,17 @@ import re
 from typing import Any
 
 from jaxdann import config as config_lib
-from jaxdann.input_pipeline import FINGERPRINT_SPLITS
+from jaxdann.data.pipeline import FINGERPRINT_SPLITS
+from jaxdann.errors import DamagedFile, FolderInUse
 
 __all__ = [
     "DamagedFile",
     "DATA_RECORD",
     "RESUMABLE_KEYS",
+    "RunFolder",
     "check_data",
     "check_workdir",
+    "hold_folder",
     "read_json",
     "read_metrics",
     "saved_epochs",
@@ -37,10 +40,6 @@ __all__ = [
 _MARKER = "_CHECKPOINT_METADATA"
 _ORBAX_ENTRIES = frozenset({_MARKER, "commit_success.txt", "default"})
 DATA_RECORD = "data.json"  # what the run reads (input_pipeline.ExperimentData.fingerprint)
-
-
-class DamagedFile(ValueError):
-    """A run-folder file that cannot be read; the message names it and what to do."""
 
 
 def read_json(path: str, fix: str = "restore it or choose a new --workdir") -> Any:
@@ -143,7 +142,9 @@ def check_workdir(config, workdir: str) -> None:
     resumable = RESUMABLE_KEYS
     if os.path.exists(os.path.join(workdir, DATA_RECORD)):
         resumable |= _READ_KEYS
-    # Keys added to jaxdann after the run started are not compared: it never had them.
+    # A key the folder's config lacks (made by a jaxdann without it) had its default value.
+    defaults = config_lib.flatten(config_lib.base_config())
+    previous |= {key: defaults[key] for key in current if key not in previous and key in defaults}
     differing = sorted(
         key for key in previous if key not in resumable and previous[key] != current.get(key)
     )
@@ -173,7 +174,7 @@ def check_workdir(config, workdir: str) -> None:
 
 def check_data(workdir: str, fingerprints: list[dict]) -> None:
     """Refuses to resume a run on other data than it trained on (``fingerprints``: from
-    ``jaxdann.feed.data_fingerprints``), wherever that data is read from now."""
+    ``jaxdann.training.feed.data_fingerprints``), wherever that data is read from now."""
     path = os.path.join(workdir, DATA_RECORD)
     if not os.path.exists(path) or not any(_progress(workdir)):
         return
@@ -263,3 +264,190 @@ def _spans(numbers: list[int]) -> str:
             spans.append(f"{start}" if start == number else f"{start}-{number}")
             start = None
     return ", ".join(spans)
+
+
+class RunFolder:
+    """The protocol of a run in its folder, in the order a run follows it.
+
+    ``hold`` (one run per folder), ``check_settings`` and ``check_data`` (may this run start
+    or resume here), ``restore`` (the newest checkpoint), ``write_record`` (config.json,
+    data.json: only once the run can start, so a refused run leaves the folder as it was),
+    ``commit_epoch`` (the metrics row, then maybe a checkpoint: a checkpoint never stands
+    without its row),
+    ``finish`` (evaluation.json, then summary.json, which marks a finished run) and ``close``
+    (waits for in-flight saves). Only process 0 writes files; every process saves checkpoints.
+    """
+
+    def __init__(self, workdir: str, config, *, is_main: bool = True):
+        self.workdir, self.config, self.is_main = workdir, config, is_main
+        self.checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+        self._lock = None
+        self._manager = None
+
+    def hold(self) -> None:
+        """Holds the folder for this process (see :func:`hold_folder`)."""
+        if self.is_main:
+            self._lock = hold_folder(self.workdir)
+
+    def check_settings(self) -> None:
+        """May this config start or resume here (before any data is read)?"""
+        check_workdir(self.config, self.workdir)
+
+    def check_data(self, fingerprints: list[dict]) -> None:
+        """Does the data read now match what the folder's run trained on?"""
+        check_data(self.workdir, fingerprints)
+
+    @property
+    def manager(self):
+        if self._manager is None:
+            import orbax.checkpoint as ocp
+
+            self._manager = ocp.CheckpointManager(
+                self.checkpoint_dir,
+                # cleanup_tmp_directories: a save cut short by a kill leaves a temporary folder.
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=2, create=True, cleanup_tmp_directories=True
+                ),
+            )
+        return self._manager
+
+    def restore(self, state):
+        """``(state, start_epoch, history)``: the newest checkpoint and the rows up to it."""
+        import jax
+        import orbax.checkpoint as ocp
+
+        start_epoch = self.manager.latest_step() or 0
+        history = []
+        if os.path.exists(self.metrics_path):
+            history = [r for r in read_metrics(self.metrics_path) if r["epoch"] <= start_epoch]
+        if not start_epoch:
+            return state, 0, history
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        try:
+            state = self._restore(start_epoch, state, abstract)
+        except Exception as error:  # orbax and TensorStore raise many kinds
+            folder = os.path.join(self.checkpoint_dir, str(start_epoch))
+            raise DamagedFile(
+                f"the checkpoint {folder} cannot be read ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200] if str(error) else ''}); move that folder out "
+                f"of {self.checkpoint_dir} to resume from the checkpoint before it, or choose a "
+                "new --workdir."
+            ) from error
+        if self.is_main:
+            print(f"resuming {self.workdir} from the checkpoint after epoch {start_epoch}")
+        return state, start_epoch, history
+
+    def _restore(self, epoch: int, state, abstract):
+        """The checkpoint after ``epoch`` as a state like ``state``. A checkpoint saved without
+        a ``model_state`` (jaxdann 0.1's format) restores into a state whose ``model_state`` is
+        empty, the only kind such a run had."""
+        import orbax.checkpoint as ocp
+
+        try:
+            return self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        except ValueError:
+            if state.model_state:
+                raise
+        fields = ("step", "params", "opt_state", "learning_rate")
+        old = {name: getattr(abstract, name) for name in fields}
+        restored = self.manager.restore(epoch, args=ocp.args.StandardRestore(old))
+        return state.replace(**restored)
+
+    def write_record(self, config_dict: dict, fingerprints: list[dict], retrain: bool) -> None:
+        os.makedirs(self.workdir, exist_ok=True)
+        if not self.is_main:
+            return
+        write_json(os.path.join(self.workdir, "config.json"), config_dict)
+        write_data(self.workdir, fingerprints)
+        summary = os.path.join(self.workdir, "summary.json")
+        if retrain and os.path.exists(summary):
+            os.remove(summary)  # trained again: not finished until its new summary
+
+    def commit_epoch(self, history: list[dict], state, *, save: bool) -> None:
+        import orbax.checkpoint as ocp
+
+        if self.is_main:
+            write_metrics(self.metrics_path, history)
+        if save:
+            self.manager.save(history[-1]["epoch"], args=ocp.args.StandardSave(state))
+
+    def wait(self) -> int | None:
+        """Waits for in-flight saves; the newest saved epoch (``None`` if none)."""
+        self.manager.wait_until_finished()
+        return self.manager.latest_step()
+
+    def finish(self, evaluation: dict, summary: dict) -> None:
+        if self.is_main:
+            write_json(os.path.join(self.workdir, "evaluation.json"), evaluation)
+            # Last: a summary marks a finished run (a sweep skips such a cell).
+            write_json(os.path.join(self.workdir, "summary.json"), summary)
+
+    def close_checkpoints(self) -> None:
+        """Waits for in-flight saves and orbax's deletions (both end whole)."""
+        if self._manager is not None:
+            manager, self._manager = self._manager, None
+            manager.close()
+
+    def close(self) -> None:
+        """Closes the checkpoints, then lets go of the folder; safe to call twice."""
+        try:
+            self.close_checkpoints()
+        finally:
+            if self._lock is not None:
+                lock, self._lock = self._lock, None
+                lock.close()
+
+
+class _Hold:
+    """An ``flock`` on a folder's own descriptor; ``close`` lets go and removes the folder if
+    this hold made it and it is still empty (a run refused before writing leaves nothing)."""
+
+    def __init__(self, descriptor: int, workdir: str, made: bool):
+        self.descriptor, self.workdir, self.made = descriptor, workdir, made
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+        if self.made and os.path.isdir(self.workdir) and not os.listdir(self.workdir):
+            os.rmdir(self.workdir)
+
+
+def _lock_holder(path: str) -> str:
+    """The pid holding an ``flock`` on ``path``, from ``/proc/locks`` (Linux); else a phrase."""
+    inode = os.stat(path).st_ino
+    try:
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 4242 00:2f:1234 0 EOF" (a "->" marks waiters)
+                if "FLOCK" in fields and "->" not in fields and len(fields) >= 6:
+                    if fields[5].rsplit(":", 1)[-1] == str(inode):
+                        return f"pid {fields[4]}"
+    except OSError:
+        pass
+    return "another process"
+
+
+def hold_folder(workdir: str) -> _Hold:
+    """Holds ``workdir`` for this run, or refuses (:class:`FolderInUse`) naming the holder.
+
+    The hold is an advisory ``flock`` on the folder itself (no lock file to leave behind); the
+    operating system drops it when its process ends, however it ends (``kill -9`` included), so
+    a stopped run never keeps its folder held. Close the returned hold to let go.
+    """
+    import fcntl
+
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise config_lib.ConfigError(f"--workdir {workdir} is a file; name a folder.")
+    made = not os.path.exists(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    descriptor = os.open(workdir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise FolderInUse(
+            f"{workdir} is in use by a running jaxdann process ({_lock_holder(workdir)}); wait "
+            "for it to finish or choose another --workdir."
+        ) from None
+    return _Hold(descriptor, workdir, made)

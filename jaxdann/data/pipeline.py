@@ -18,11 +18,15 @@ import zlib
 import numpy as np
 
 from jaxdann import config as config_lib
+from jaxdann.data import ALL, DATASETS
+from jaxdann.data.dataset import Domain, select_rows
+from jaxdann.errors import DataError
 
 __all__ = [
     "Split",
     "ExperimentData",
     "describe_fingerprint",
+    "load_domains",
     "load_experiment_data",
     "load_pacs_domains",
     "steps_per_epoch",
@@ -31,7 +35,7 @@ __all__ = [
     "shard_stream_indices",
 ]
 
-_SOURCE_STREAM, _TARGET_STREAM, _LIMIT_STREAM = 1, 2, 3
+_SOURCE_STREAM, _TARGET_STREAM = 1, 2  # data.limit's subset has stream 3 (dataset.select_rows)
 FINGERPRINT_SPLITS = ("source", "target", "target_eval", "validation")
 
 
@@ -90,14 +94,6 @@ def describe_fingerprint(values: np.ndarray) -> dict:
     }
 
 
-def _limit(split: Split, limit: int) -> Split:
-    """A fixed subset (the same for every training seed, so seeds compare on the same data)."""
-    if limit <= 0 or len(split) <= limit:
-        return split
-    keep = np.sort(np.random.default_rng(_LIMIT_STREAM).permutation(len(split))[:limit])
-    return Split(split.images[keep], split.labels[keep])
-
-
 def _concat(splits: list[Split]) -> Split:
     return Split(
         np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
@@ -109,112 +105,73 @@ def load_experiment_data(
 ) -> ExperimentData:
     """Loads the source, target and validation data a config names.
 
-    ``domains`` (PACS only): already loaded ``jaxdann.data.Domain`` objects by name, so that a
-    sweep over many runs decodes (or reads from the cache) each domain once.
+    The dataset ``data.name`` chooses (:data:`jaxdann.data.DATASETS`) checks the domain names
+    (a ConfigError names the key and the dataset's domains) and says which (domain, split) parts
+    the experiment reads (:meth:`~jaxdann.data.dataset.Dataset.plan`); each part is read once.
+
+    ``domains``: whole domains :func:`load_domains` already read for a config with the same
+    ``data`` settings, by name, so that a sweep over many runs decodes (or reads from the cache)
+    each domain once. They are used for an unsharded load (``shard=(0, 1)``).
 
     ``shard=(index, count)``: this process's share of every split, every ``count``-th image from
-    ``index`` (PACS files are decoded only for the share); ``data.limit`` then applies per shard
-    (``ceil(limit / count)`` each).
+    ``index`` (only its share is decoded); ``data.limit`` then applies per shard
+    (``ceil(limit / count)`` each), and selects its images before any is decoded.
     """
-    if config.data.name == "digits":
-        return _load_digits(config, shard)
-    return _load_pacs(config, domains, shard)
-
-
-def _shard(split: Split, shard: tuple[int, int]) -> Split:
-    index, count = shard
-    return split if count == 1 else Split(split.images[index::count], split.labels[index::count])
-
-
-def _shard_limit(limit: int, shard: tuple[int, int]) -> int:
-    return -(-limit // shard[1]) if limit > 0 else 0
-
-
-def load_pacs_domains(config, names, shard: tuple[int, int] = (0, 1)) -> dict:
-    """The named PACS domains, read the way ``config.data`` says (folder walk or TFDS)."""
-    from jaxdann import data as pacs
-
     data = config.data
-    root = data.root or pacs.default_root()
-    if data.format == "tfds":
-        from jaxdann.tfds_pacs import load_domains_tfds
-
-        return load_domains_tfds(
-            root, names, resize=data.resize, crop=data.crop, on_bad=data.on_bad, shard=shard
-        )
-    return pacs.load_domains(
-        root,
-        names,
-        resize=data.resize,
-        crop=data.crop,
-        cache_dir=data.cache_dir or None,
-        on_bad=data.on_bad,
-        shard=shard,
-    )
-
-
-def _load_digits(config, shard: tuple[int, int]) -> ExperimentData:
-    from jaxdann.demo_data import CLASS_NAMES, make_digits_splits
-
-    splits = make_digits_splits(config.data.crop, config.data.target, config.data.target_renderings)
-
-    def split(arrays) -> Split:
-        return _limit(_shard(Split(*arrays), shard), _shard_limit(config.data.limit, shard))
-
-    return ExperimentData(
-        source=split(splits.source_train),
-        target=split(splits.target_train),
-        target_eval=split(splits.target_test),
-        validation=(
-            None
-            if config.data.validation in config_lib.NO_VALIDATION
-            else split(splits.source_validation)
-        ),
-        class_names=CLASS_NAMES,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-    )
-
-
-def _load_pacs(config, domains: dict | None, shard: tuple[int, int]) -> ExperimentData:
-    from jaxdann import data as pacs
-
-    data = config.data
-    validation = "" if data.validation in config_lib.NO_VALIDATION else data.validation
-    validation_names = [name for name in validation.split(",") if name]
-    for name in validation_names:
-        if name in (data.source, data.target):
-            raise config_lib.ConfigError(
-                f"config key data.validation lists {name!r}, which is the source or target; "
-                "validation must use held-out domains."
+    dataset = DATASETS.get(data.name)
+    dataset.check_settings(data)
+    plan = dataset.plan(data)
+    parts = list(dict.fromkeys([plan.source, plan.target, plan.target_eval, *plan.validation]))
+    class_names = dataset.class_names(data, list(dict.fromkeys(part[0] for part in parts)))
+    splits = {}
+    for part in parts:
+        loaded = _preloaded(domains, part, data, shard)
+        if loaded is None:
+            loaded = dataset.load(*part, data, shard=shard, limit=data.limit)
+        if tuple(loaded.class_names) != tuple(class_names):
+            raise DataError(
+                f"{part[0]} ({part[1]}) has the classes {', '.join(loaded.class_names)}, the other "
+                f"domains {', '.join(class_names)}; give every domain the same classes."
             )
-    if data.source == data.target:
-        raise config_lib.ConfigError(
-            f"config keys data.source and data.target are both {data.source!r}."
-        )
-    names = [data.source, data.target, *validation_names]
-    preloaded = not (domains is None or any(name not in domains for name in names))
-    if not preloaded:
-        domains = load_pacs_domains(config, names, shard)
-
-    def split(name: str) -> Split:
-        whole = Split(domains[name].images, domains[name].labels)
-        # Preloaded domains (one load for many runs) are whole: keep this process's share.
-        part = _shard(whole, shard) if preloaded else whole
-        return _limit(part, _shard_limit(data.limit, shard))
-
-    target = split(data.target)
-    validation = _concat([split(n) for n in validation_names]) if validation_names else None
+        splits[part] = Split(loaded.images, loaded.labels)
+    validation = [splits[part] for part in plan.validation]
     return ExperimentData(
-        source=split(data.source),
-        target=target,
-        # The seed's protocol: accuracy on every target image (unlabelled in training).
-        target_eval=target,
-        validation=validation,
-        class_names=domains[data.source].class_names,
-        mean=pacs.IMAGENET_MEAN,
-        std=pacs.IMAGENET_STD,
+        source=splits[plan.source],
+        target=splits[plan.target],
+        target_eval=splits[plan.target_eval],
+        validation=_concat(validation) if validation else None,
+        class_names=tuple(class_names),
+        mean=tuple(dataset.mean),
+        std=tuple(dataset.std),
     )
+
+
+def _preloaded(domains: dict | None, part: tuple[str, str], data, shard: tuple[int, int]):
+    """The part from ``domains`` (whole domains, unsharded), limited as ``data.limit`` says."""
+    name, split = part
+    if domains is None or split != ALL or name not in domains or shard != (0, 1):
+        return None
+    whole = domains[name]
+    rows = select_rows(len(whole), (0, 1), data.limit)
+    if len(rows) == len(whole):
+        return whole
+    paths = tuple(whole.paths[row] for row in rows) if whole.paths else ()
+    return Domain(name, whole.images[rows], whole.labels[rows], whole.class_names, paths)
+
+
+def load_domains(config, names, shard: tuple[int, int] = (0, 1)) -> dict:
+    """The named domains of the config's dataset, whole (split ``all``), read the way
+    ``config.data`` says (``data.limit`` included), for :func:`load_experiment_data`'s
+    ``domains``. An unknown name is a ConfigError listing the dataset's domains."""
+    data = config.data
+    dataset = DATASETS.get(data.name)
+    for name in names:
+        dataset.check_domain(name)
+    dataset.class_names(data, list(names))  # clear errors for classes that differ, first
+    return {name: dataset.load(name, ALL, data, shard=shard, limit=data.limit) for name in names}
+
+
+load_pacs_domains = load_domains  # the name jaxdann.pairs calls it by
 
 
 def steps_per_epoch(num_source: int, batch_size: int, drop_last: bool) -> int:

@@ -22,7 +22,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxdann import config as config_lib
-from jaxdann import input_pipeline, parallel, run_folder
+from jaxdann.data import pipeline as input_pipeline
+from jaxdann.methods import get_method
+from jaxdann.training import parallel, run_folder
 
 __all__ = [
     "DevicePools",
@@ -65,7 +67,7 @@ class DevicePools:
 
     def __init__(self, data: input_pipeline.ExperimentData, config, mesh, eval_step: Callable):
         self.config, self.mesh = config, mesh
-        self.adversarial = config.adaptation == "dann"
+        self.needs_target = get_method(config.adaptation).needs_target
         replicated = parallel.replicated(mesh)
         self.sharded = parallel.batch_sharded(mesh)
 
@@ -80,7 +82,7 @@ class DevicePools:
         # The target pool carries no labels: nothing in training can read them.
         self.target = (
             (jax.device_put(data.target.images, replicated), len(data.target))
-            if self.adversarial
+            if self.needs_target
             else None
         )
         self.eval_pools = {"target": to_device(data.target_eval)}
@@ -126,7 +128,7 @@ class DevicePools:
         )
         for index, (source_indices, source_mask) in enumerate(source):
             indices = {"source": source_indices, "source_mask": source_mask}
-            if self.adversarial:
+            if self.needs_target:
                 target_indices, target_mask = input_pipeline.target_batch_indices(
                     self.target[1],
                     batch_size,
@@ -136,7 +138,7 @@ class DevicePools:
                 )
                 indices |= {"target": target_indices, "target_mask": target_mask}
             indices = jax.device_put(indices, self.sharded)
-            target_pool = self.target[0] if self.adversarial else None
+            target_pool = self.target[0] if self.needs_target else None
             yield self._gather(self.source[0], self.source[1], target_pool, indices)
 
     def evaluate(self, params, name: str) -> Evaluation:
@@ -158,7 +160,7 @@ class HostShards:
 
     The global batch of ``batch_size`` rows is split over the P processes (``batch_size % P``
     extra rows rotate over them step by step), each part drawn from the process's own shard by
-    :func:`jaxdann.input_pipeline.shard_stream_indices` and padded to a multiple of the local
+    :func:`jaxdann.data.pipeline.shard_stream_indices` and padded to a multiple of the local
     device count. Data order therefore depends on the process count, never on restarts. Every
     step is a full global batch, so an epoch is ``ceil(N / batch_size)`` batches
     (``floor`` with ``data.drop_last``), not exactly one pass over each shard.
@@ -166,7 +168,7 @@ class HostShards:
 
     def __init__(self, data: input_pipeline.ExperimentData, config, mesh, eval_step: Callable):
         self.config, self.mesh, self.data = config, mesh, data
-        self.adversarial = config.adaptation == "dann"
+        self.needs_target = get_method(config.adaptation).needs_target
         self.sharded = parallel.batch_sharded(mesh)
         self.process, self.processes = jax.process_index(), jax.process_count()
         self.local_devices = mesh.size // self.processes
@@ -219,7 +221,7 @@ class HostShards:
                 "source_labels": source.labels[rows],
                 "source_mask": mask,
             }
-            if self.adversarial:
+            if self.needs_target:
                 rows, mask = self._rows("target", target, global_step)
                 batch |= {"target_images": target.images[rows], "target_mask": mask}
             yield {key: self._put(value) for key, value in batch.items()}
@@ -278,7 +280,7 @@ def load_everywhere(load: Callable[[], Any], what: str = "data") -> Any:
 
 
 def data_fingerprints(data: input_pipeline.ExperimentData, sharded: bool) -> list[dict]:
-    """The data the run reads (:attr:`~jaxdann.input_pipeline.ExperimentData.fingerprint`,
+    """The data the run reads (:attr:`~jaxdann.data.pipeline.ExperimentData.fingerprint`,
     described): one entry, or one per process with ``data.shard_per_host``.
 
     On several processes every one gets every fingerprint, so a check on them refuses on all

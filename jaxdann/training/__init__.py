@@ -1,0 +1,1 @@
+"""Training: the train state and step, optimizers, devices, feeds, run folders and the loop."""

@@ -1,0 +1,290 @@
+"""``train_and_evaluate(config, workdir)``: the story of a run, for every method; resumable.
+
+Data flows one way: host arrays -> device-resident uint8 pools (or per-host shards) -> batches
+-> the jitted step (the method's update) -> per-epoch metrics (fetched once) -> the run folder
+(``metrics.jsonl``, orbax checkpoints, ``summary.json``) -> figures drawn from those files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxdann import config as config_lib
+from jaxdann import plots
+from jaxdann.data import pipeline as input_pipeline
+from jaxdann.errors import TrainingDiverged
+from jaxdann.methods import Method
+from jaxdann.training import feed as feeds
+from jaxdann.training import parallel
+from jaxdann.training.model_setup import build_from_config, initial_variables, read_pretrained
+from jaxdann.training.optim import optimizer_factories
+from jaxdann.training.run_folder import RunFolder, saved_epochs
+from jaxdann.training.step import (
+    TrainState,
+    make_course,
+    make_eval_step,
+    make_train_step,
+    summarize_epoch,
+)
+
+__all__ = ["train_and_evaluate"]
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a run is built from: its devices, data, method, feed and length."""
+
+    config: Any
+    mesh: Any
+    data: input_pipeline.ExperimentData
+    method: Method
+    feed: Any
+    steps_per_epoch: int
+    course: dict
+    optimizer_for: Callable
+    schedule_for: Callable
+    fingerprints: list[dict]
+
+    @property
+    def is_main(self) -> bool:
+        return jax.process_index() == 0
+
+
+def train_and_evaluate(
+    config,
+    workdir: str,
+    *,
+    data: input_pipeline.ExperimentData | None = None,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
+    """Trains (or resumes) the run in ``workdir`` and returns its summary.
+
+    ``data``: already loaded arrays for this config (a sweep passes them to every run).
+    ``on_step(global_step)`` is called after each step is dispatched (tests use it to interrupt
+    a run in the middle of an epoch).
+    """
+    config_lib.validate(config)
+    started = time.time()
+    parallel.maybe_initialize_distributed(config.parallel.distributed)
+    # Read before any data, so a missing or unreadable file is one sentence, not a wait.
+    pretrained = read_pretrained(config)
+    folder = RunFolder(workdir, config, is_main=jax.process_index() == 0)
+    folder.hold()
+    try:
+        run = _prepare(config, workdir, data, folder)
+        state = _initial_state(run, pretrained)
+        state, start_epoch, history = folder.restore(state)
+        # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
+        epochs = int(config.epochs)
+        config_dict = config_lib.to_dict(config)
+        folder.write_record(config_dict, run.fingerprints, retrain=start_epoch < epochs)
+        if run.is_main and progress:
+            print(f"run folder: {workdir}")
+        if config.data.shard_per_host:
+            feeds.record_process_count(workdir)
+        state, predictions = _train(run, folder, state, start_epoch, history, progress, on_step)
+        folder.close_checkpoints()  # in-flight saves end before the summary marks the run done
+        if predictions is None:  # nothing was trained in this process (a finished run)
+            _, *predictions = run.feed.evaluate((state.params, state.model_state), "target")
+        return _finish(run, folder, history, *predictions, started)
+    finally:
+        folder.close()
+
+
+def _prepare(config, workdir: str, data, folder: RunFolder) -> _Run:
+    """Checks the folder, loads the data, builds the method, its feed and the run's length."""
+    mesh = parallel.make_mesh(config.parallel.num_devices)
+    shard = (jax.process_index(), jax.process_count()) if config.data.shard_per_host else (0, 1)
+    if data is not None and shard[1] > 1:
+        raise ValueError(
+            "data.shard_per_host with several processes needs train_and_evaluate to load the "
+            "data itself (pass no data=)."
+        )
+    folder.check_settings()
+    if config.data.shard_per_host:
+        feeds.check_process_count(workdir, resuming=bool(saved_epochs(workdir)))
+    if data is None:
+        data = feeds.load_shard(config, shard)
+    # A resumed run must read what it trained on, wherever it reads it from now.
+    fingerprints = feeds.data_fingerprints(data, sharded=bool(config.data.shard_per_host))
+    folder.check_data(fingerprints)
+    network, method = build_from_config(config, len(data.class_names), mean=data.mean, std=data.std)
+    eval_step = make_eval_step(network, mean=data.mean, std=data.std)
+    feed = feeds.make_feed(data, config, mesh, eval_step)
+    steps = input_pipeline.steps_per_epoch(
+        feed.source_count, int(config.batch_size), config.data.drop_last
+    )
+    # The run's length is an argument of the compiled step, not a constant in it: runs that
+    # differ only in data size (the source domains of jaxdann.pairs) share one executable.
+    course = make_course(steps, steps * int(config.epochs), int(config.grl.warmup_epochs) * steps)
+    optimizer_for, schedule_for = optimizer_factories(config.optimizer)
+    return _Run(
+        config, mesh, data, method, feed, steps, course, optimizer_for, schedule_for, fingerprints
+    )
+
+
+def _initial_state(run: _Run, pretrained: dict | None) -> TrainState:
+    """The state a new run starts from, replicated over the mesh."""
+    config, method = run.config, run.method
+    image_shape = run.data.source.images.shape[1:]
+    root_key = jax.random.PRNGKey(config.seed)
+    params, model_state = initial_variables(
+        method.network, method, image_shape, root_key, pretrained
+    )
+    learning_rate = jnp.asarray(config.optimizer.learning_rate, jnp.float32)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=method.init_optimizer(run.optimizer_for(learning_rate, run.course), params),
+        learning_rate=learning_rate,
+        model_state=model_state,
+    )
+    replicated = parallel.replicated(run.mesh)
+    run.course = jax.device_put(run.course, replicated)
+    return jax.device_put(state, replicated)
+
+
+def _train(run: _Run, folder: RunFolder, state, start_epoch, history, progress, on_step):
+    """The epochs from ``start_epoch`` on: train, evaluate, commit. Returns the state and the
+    last epoch's target (labels, predictions), or ``None`` if nothing was left to train."""
+    config, method = run.config, run.method
+    step_fn = make_train_step(method, run.optimizer_for, run.schedule_for)
+    options = parallel.compiler_options()
+    train_step = jax.jit(step_fn, donate_argnums=0, compiler_options=options)
+    summarize = jax.jit(lambda metrics: summarize_epoch(method, metrics))
+    root_key = jax.random.PRNGKey(config.seed)
+    epochs, every = int(config.epochs), int(config.checkpoint_every_epochs)
+    predictions = None
+    for epoch in range(start_epoch, epochs):
+        epoch_started = time.time()
+        step_metrics = []
+        for index, batch in enumerate(_bar(run, epoch, progress)):
+            state, metrics = train_step(state, batch, root_key, run.course)
+            step_metrics.append(metrics)
+            if on_step is not None:
+                on_step(epoch * run.steps_per_epoch + index)
+        summary = jax.device_get(summarize(step_metrics))
+        _check_finite(np.asarray(summary.pop("losses")), epoch, run.steps_per_epoch, folder)
+        row = {"epoch": epoch + 1} | {key: _to_python(summary[key]) for key in method.epoch_metrics}
+        variables = (state.params, state.model_state)
+        row["target_accuracy"], *predictions = run.feed.evaluate(variables, "target")
+        last_epoch = epoch + 1 == epochs
+        if run.data.validation is not None and (config.eval.validation_every_epoch or last_epoch):
+            row["validation_accuracy"], _, _ = run.feed.evaluate(variables, "validation")
+        row["epoch_time_s"] = round(time.time() - epoch_started, 3)
+        history.append(row)
+        save = every > 0 and ((epoch + 1) % every == 0 or last_epoch)  # 0: never
+        folder.commit_epoch(history, state, save=save)
+        if run.is_main and config.log_every_epoch:
+            tqdm.write(_format_row(method, row, epochs))
+    return state, predictions
+
+
+def _bar(run: _Run, epoch: int, progress: bool):
+    epochs = int(run.config.epochs)
+    return tqdm(
+        run.feed.batches(epoch, run.steps_per_epoch),
+        total=run.steps_per_epoch,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        leave=False,
+        # Bars only on a terminal: logs and CI get the one line per epoch instead.
+        disable=not (progress and run.is_main and sys.stderr.isatty()),
+    )
+
+
+def _to_python(value):
+    value = np.asarray(value)
+    return value.item() if value.ndim == 0 else value.tolist()
+
+
+def _check_finite(losses: np.ndarray, epoch: int, steps_per_epoch: int, folder) -> None:
+    """Stops a run whose epoch had a non-finite loss; its newest saved checkpoint stays."""
+    if np.all(np.isfinite(losses)):
+        return
+    bad_step = epoch * steps_per_epoch + int(np.argmin(np.isfinite(losses)))
+    kept = folder.wait()
+    where = f"the checkpoint after epoch {kept} in {folder.checkpoint_dir} is kept; "
+    where = where if kept else ""
+    raise TrainingDiverged(
+        f"non-finite loss at step {bad_step} (epoch {epoch + 1}); {where}"
+        "lower optimizer.learning_rate or check the data."
+    )
+
+
+def _format_row(method: Method, row: dict, epochs: int) -> str:
+    text = f"epoch {row['epoch']:>3}/{epochs}  lr {row['learning_rate']:.2e}  "
+    text += method.describe(row) + f"  target acc {row['target_accuracy']:.4f}"
+    if row.get("validation_accuracy") is not None:
+        text += f"  val acc {row['validation_accuracy']:.4f}"
+    return text + f"  ({row['epoch_time_s']:.1f}s)"
+
+
+def _data_root(config) -> str | None:
+    """The folder a run read its images from (an empty ``data.root`` resolved), for the
+    record; ``None`` for data that is not read from a folder."""
+    from jaxdann.data import DATASETS, ImageFolder
+
+    dataset = DATASETS.get(config.data.name)
+    if not isinstance(dataset, ImageFolder) or config.data.format != "folder":
+        return None
+    return os.path.abspath(dataset.root(config.data))
+
+
+def _finish(run: _Run, folder: RunFolder, history, labels, predictions, started) -> dict:
+    """Per-class accuracy, the confusion matrix, the figures, then summary.json."""
+    config, data = run.config, run.data
+    if not history:
+        raise ValueError(f"{folder.workdir}: no epoch was trained (epochs={config.epochs}).")
+    confusion = np.zeros((len(data.class_names),) * 2, np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    best = max(history, key=lambda row: row["target_accuracy"])
+    final = history[-1]
+    summary = {
+        "final_target_accuracy": final["target_accuracy"],
+        "best_target_accuracy": best["target_accuracy"],
+        "best_target_epoch": best["epoch"],
+        "final_source_accuracy": final["source_accuracy"],
+        "best_source_accuracy": max(row["source_accuracy"] for row in history),
+        "validation_accuracy": final.get("validation_accuracy"),
+        "epochs": final["epoch"],
+        "adaptation": config.adaptation,
+        "num_devices": run.mesh.size,
+        "num_processes": jax.process_count(),
+        "data_sharded_per_host": bool(config.data.shard_per_host),
+        "rows_per_process": run.feed.rows_per_process,
+        "platform": jax.devices()[0].platform,
+        "data_root": _data_root(config),
+        "train_time_s": round(sum(row["epoch_time_s"] for row in history), 2),
+        "wall_time_s": round(time.time() - started, 2),
+    }
+    evaluation = {
+        "target_accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)),
+        "per_class_accuracy": {
+            name: float(confusion[i, i] / max(confusion[i].sum(), 1))
+            for i, name in enumerate(data.class_names)
+        },
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(data.class_names),
+    }
+    if run.is_main:
+        workdir = folder.workdir
+        plots.plot_confusion(confusion, data.class_names, os.path.join(workdir, "confusion.png"))
+        label = type(run.method).label
+        title = f"{config.data.source} -> {config.data.target}, {label}"
+        curves = os.path.join(workdir, "curves.png")
+        plots.plot_curves(
+            folder.metrics_path, curves, title, metrics=type(run.method).epoch_metrics
+        )
+    folder.finish(evaluation, summary)
+    return summary
