@@ -1,5 +1,5 @@
-"""benchmarks/gpu_session.sh, run on the CPU at toy sizes: every command a lent GPU would run
-works and writes its result file (a broken argument would otherwise cost a scarce GPU call)."""
+"""benchmarks/gpu.sh, run on the CPU at toy sizes: every command it runs on a GPU works and writes
+its result file, so a renamed flag or a broken benchmark shows here rather than on a GPU."""
 
 import json
 import os
@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from jaxdann import data as pacs
+from jaxdann.data import pacs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROOT = pacs.default_root()
+ROOT = os.path.abspath(pacs.default_root())
 
-# Stands in for the GPU image's python3: the same commands at toy sizes, on this interpreter.
+# Stands in for python3: the same commands at toy sizes, on this interpreter.
 PYTHON3 = f"""#!{sys.executable}
 import os, sys
 args = sys.argv[1:]
@@ -47,35 +47,23 @@ def _executable(path, text):
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-def _session(tmp_path, part, domains=()):
-    """Runs ``gpu_session.sh part`` as the device tool would: from a copy of the tree's layout
-    (links to benchmarks/, configs/, jaxdann/ and the carried PACS domains), with $OUT set."""
-    work, bin_dir = tmp_path / "work", tmp_path / "bin"
-    for folder in (work / ".data" / "PACS", bin_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    for name in ("benchmarks", "configs", "jaxdann"):
-        if not (work / name).exists():
-            (work / name).symlink_to(os.path.join(REPO, name))
-    for domain in domains:
-        (work / ".data" / "PACS" / domain).symlink_to(os.path.join(os.path.abspath(ROOT), domain))
+def _gpu_sh(tmp_path, *args, pacs_root=ROOT):
+    """Runs ``benchmarks/gpu.sh --out OUT --scratch SCRATCH ARGS`` from the repository root, with
+    the stand-in ``python3`` and ``nvidia-smi`` first on the PATH and PACS at ``pacs_root``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
     _executable(bin_dir / "python3", PYTHON3)
     _executable(bin_dir / "nvidia-smi", NVIDIA_SMI)
     env = dict(
         os.environ,
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        OUT=str(tmp_path / "out"),
-        GPU_SESSION_SCRATCH=str(tmp_path / "scratch"),
+        JAXDANN_PACS_ROOT=str(pacs_root),
         JAX_PLATFORMS="cpu",
     )
-    env.pop("XLA_FLAGS", None)  # one CPU device, as on the GPU machine
-    return subprocess.run(
-        ["bash", os.path.join("benchmarks", "gpu_session.sh"), part],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    env.pop("XLA_FLAGS", None)  # one CPU device, as on a one-GPU machine
+    command = ["bash", os.path.join("benchmarks", "gpu.sh")]
+    command += ["--out", str(tmp_path / "out"), "--scratch", str(tmp_path / "scratch"), *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _last_json(path):
@@ -89,8 +77,8 @@ def _last_json(path):
     not os.path.isdir(ROOT),
     reason=f"PACS not found at {ROOT}; set JAXDANN_PACS_ROOT to run the real-data tests",
 )
-def test_all_runs_every_command_and_writes_its_eight_results(tmp_path):
-    result = _session(tmp_path, "all", domains=("photo", "art_painting"))
+def test_all_runs_every_benchmark_and_writes_its_eight_results(tmp_path):
+    result = _gpu_sh(tmp_path, "all")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = tmp_path / "out"
     assert sorted(os.listdir(out)) == sorted(RESULTS)
@@ -98,6 +86,7 @@ def test_all_runs_every_command_and_writes_its_eight_results(tmp_path):
         text = (out / name).read_text()
         assert "exit " not in text and "Traceback" not in text, f"{name}:\n{text[-2000:]}"
 
+    assert "cpu stand-in" in (out / "env.txt").read_text()
     f32 = _last_json(out / "step_f32.txt")
     assert f32["dtype"] == "float32" and f32["speedup_vs_torch"] > 0
     for name in ("step_bf16_b256.txt", "step_bf16_b512.txt"):
@@ -120,14 +109,24 @@ def test_all_runs_every_command_and_writes_its_eight_results(tmp_path):
     assert seed["epochs"] == 1
 
 
-def test_seed_part_says_when_a_domain_did_not_stay_on_the_machine(tmp_path):
-    result = _session(tmp_path, "seed", domains=())
+def test_seed_says_which_domain_is_missing_and_fails(tmp_path):
+    empty = tmp_path / "no_pacs"
+    empty.mkdir()
+    result = _gpu_sh(tmp_path, "seed", pacs_root=empty)
     assert result.returncode == 1
-    assert "no .data/PACS/photo on this machine" in result.stdout
+    assert f"no PACS domain photo in {empty}" in result.stdout
     assert not (tmp_path / "out" / "seed_experiment.txt").exists()
 
 
-def test_an_unknown_part_is_refused(tmp_path):
-    result = _session(tmp_path, "bench")
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("bench",), "unknown part 'bench'"),
+        (("--timeout", "soon", "step"), "--timeout takes a positive number"),
+    ],
+)
+def test_bad_arguments_exit_2_before_anything_runs(tmp_path, args, message):
+    result = _gpu_sh(tmp_path, *args)
     assert result.returncode == 2
-    assert "unknown part 'bench'" in result.stdout
+    assert message in result.stdout
+    assert not (tmp_path / "out").exists()
