@@ -30,13 +30,20 @@ from jaxdann.data.pacs import DOMAINS
 from jaxdann.errors import UserError, exit_code
 from jaxdann.methods import METHODS, get_method
 from jaxdann.sweep import (
+    SHORT_EPOCHS,
+    STUDY_FLAGS,
     enable_compilation_cache,
     join_processes,
     method_label,
     parse_names,
     run_cell,
+    study_settings,
+    with_cell_checkpoints,
 )
 from jaxdann.training import feed as feeds
+from jaxdann.training import parallel
+from jaxdann.training.run_folder import held
+from jaxdann.training.trainer import Study
 
 __all__ = [
     "run_pairs",
@@ -61,6 +68,26 @@ def run_pairs(
     domains: Sequence[str] = DOMAINS,
     adaptations: Sequence[str] = DEFAULT_ADAPTATIONS,
     notes: Sequence[str] = (),
+    *,
+    cell_figures: bool = False,
+    cell_checkpoints: str = "auto",
+):
+    """The study in ``workdir``, which it holds while it runs (one study per folder; see
+    :func:`_run_pairs`)."""
+    parallel.maybe_initialize_distributed(config.parallel.distributed)  # before any device
+    with held(workdir, is_main=jax.process_index() == 0):
+        study = (Study(figures=cell_figures), cell_checkpoints)
+        return _run_pairs(config, workdir, seeds, domains, adaptations, notes, study)
+
+
+def _run_pairs(
+    config,
+    workdir: str,
+    seeds: Sequence[int],
+    domains: Sequence[str] = DOMAINS,
+    adaptations: Sequence[str] = DEFAULT_ADAPTATIONS,
+    notes: Sequence[str] = (),
+    study: tuple[Study, str] = (Study(), "auto"),
 ):
     """Trains every (source, target, adaptation, seed); returns the per-run rows.
 
@@ -84,7 +111,8 @@ def run_pairs(
                 continue
             for adaptation in adaptations:
                 for seed in seeds:
-                    rows.append(_run(config, workdir, loaded, (source, target), adaptation, seed))
+                    pair = (source, target)
+                    rows.append(_run(config, workdir, loaded, pair, adaptation, seed, study))
     if not reports:
         return rows
     with open(os.path.join(workdir, RUNS_FILE), "w", newline="") as f:
@@ -98,7 +126,7 @@ def run_pairs(
     return rows
 
 
-def _run(config, workdir: str, loaded: dict, pair: tuple[str, str], adaptation: str, seed: int):
+def _run(config, workdir, loaded: dict, pair: tuple, adaptation: str, seed: int, study: tuple):
     """One run of the table (trained unless finished earlier): its row."""
     source, target = pair
     run = copy.deepcopy(config)
@@ -113,7 +141,8 @@ def _run(config, workdir: str, loaded: dict, pair: tuple[str, str], adaptation: 
             print(f"{label}: done earlier" if done else label)
 
     data = input_pipeline.load_experiment_data(run, domains=loaded)
-    summary, status = run_cell(run, folder, data, announce)
+    run = with_cell_checkpoints(run, study[1])
+    summary, status = run_cell(run, folder, data, announce, study[0])
     return {
         "source": source,
         "target": target,
@@ -185,6 +214,11 @@ flags:
   --seeds LIST         comma-separated integers (default: {DEFAULT_SEEDS})
   --domains LIST       at least two PACS domains (default: {",".join(DOMAINS)})
   --adaptations LIST   from {", ".join(METHODS.names())} (default: {",".join(DEFAULT_ADAPTATIONS)})
+  --cell_figures yes|no
+                       curves.png and confusion.png in every run (default: no)
+  --cell_checkpoints auto|yes|no
+                       checkpoints in the runs (default: auto, none for runs of at most
+                       {SHORT_EPOCHS} epochs: a cut run restarts, a finished one is skipped)
   --config FILE        a PACS config file under configs/ (required in practice: the default
                        config is the digits demo, which has no domain pairs)
   --config.KEY=VALUE   any config key, e.g. --config.epochs=5
@@ -222,11 +256,21 @@ def main(argv: list[str] | None = None) -> int:
         config, _, given = config_lib.config_from_command_line(
             argv,
             "jaxdann.pairs",
-            ("workdir", "seeds", "domains", "adaptations"),
+            ("workdir", "seeds", "domains", "adaptations", *STUDY_FLAGS),
             required=("workdir",),
         )
         seeds, domains, adaptations, notes = _parse_flags(given)
-        run_pairs(config, given["workdir"], seeds, domains, adaptations, notes)
+        figures, checkpoints = study_settings(given)
+        run_pairs(
+            config,
+            given["workdir"],
+            seeds,
+            domains,
+            adaptations,
+            notes,
+            cell_figures=figures,
+            cell_checkpoints=checkpoints,
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_code(error)

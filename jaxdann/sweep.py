@@ -8,7 +8,9 @@
 the adaptation as a suffix (``heatmap_validation_<adaptation>.png``,
 ``best_curves_<adaptation>.png``).
 
-Every cell is an ordinary run folder under the sweep folder (resumable, with its curves). The
+Every cell is an ordinary run folder under the sweep folder (without figures or, for cells of
+at most ``SHORT_EPOCHS`` epochs, checkpoints unless ``--cell_figures`` / ``--cell_checkpoints``
+ask for them; a cut cell without checkpoints restarts). The
 best cell is chosen by validation accuracy: data that is neither the training source nor the
 target (PACS: held-out domains; the demo: a held-out part of the source). Target accuracy is
 reported, and drawn as an oracle heat map, but never used to choose. Rerunning the same command
@@ -23,7 +25,6 @@ import copy
 import csv
 import math
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
@@ -38,6 +39,8 @@ from jaxdann.methods import METHODS, get_method
 from jaxdann.training import feed as feeds
 from jaxdann.training import parallel, run_folder
 from jaxdann.training.optim import OPTIMIZERS
+from jaxdann.training.run_folder import held
+from jaxdann.training.trainer import Study
 
 __all__ = [
     "run_grid",
@@ -133,15 +136,21 @@ def _fingerprints(config, data) -> list[dict] | None:
 
 
 def run_cell(
-    config, workdir: str, data, announce: Callable[[bool], None] | None = None
+    config,
+    workdir: str,
+    data,
+    announce: Callable[[bool], None] | None = None,
+    study: Study | None = None,
 ) -> tuple[dict | None, str]:
     """Trains one run unless its summary exists; a diverged run is recorded, not fatal.
 
     A folder holding a run with other settings is an error (``run_folder.check_workdir``), never
     reported as this config's result. ``announce(finished_earlier)`` is called once the folder
-    has been checked, before any training (to print what happens next).
+    has been checked, before any training (to print what happens next). ``study``: what the
+    cells of the study share (:class:`~jaxdann.training.trainer.Study`).
     """
-    from jaxdann.training.trainer import TrainingDiverged, train_and_evaluate
+    from jaxdann.errors import TrainingDiverged
+    from jaxdann.training.trainer import train_and_evaluate  # looked up at call time (tests)
 
     _check_cell(config, workdir, _fingerprints(config, data))
     summary = _finished_summary(config, workdir)
@@ -150,11 +159,41 @@ def run_cell(
     if summary is not None:
         return summary, DONE_EARLIER
     try:
-        return train_and_evaluate(config, workdir, data=data, progress=False), "trained"
+        summary = train_and_evaluate(config, workdir, data=data, progress=False, study=study)
+        return summary, "trained"
     except TrainingDiverged as error:
         if jax.process_index() == 0:
             print(f"  {workdir}: {error}")
         return None, "diverged"
+
+
+SHORT_EPOCHS = 5  # cells of at most this many epochs save no checkpoint by default
+CELL_CHECKPOINTS = ("auto", "yes", "no")
+STUDY_FLAGS = ("cell_figures", "cell_checkpoints")
+
+
+def study_settings(given: dict) -> tuple[bool, str]:
+    """``(cell_figures, cell_checkpoints)`` from the ``--cell_figures`` and
+    ``--cell_checkpoints`` flags of sweep and pairs."""
+    figures = str(given.get("cell_figures", "no")).lower()
+    if figures not in ("yes", "no", "true", "false"):
+        raise config_lib.ConfigError(f"--cell_figures {figures}: use yes or no.")
+    checkpoints = str(given.get("cell_checkpoints", "auto")).lower()
+    if checkpoints not in CELL_CHECKPOINTS:
+        raise config_lib.ConfigError(
+            f"--cell_checkpoints {checkpoints}: use one of {', '.join(CELL_CHECKPOINTS)}."
+        )
+    return figures in ("yes", "true"), checkpoints
+
+
+def with_cell_checkpoints(config, policy: str):
+    """``config`` with the study's checkpoint policy: ``no`` saves none, ``auto`` none for
+    cells of at most :data:`SHORT_EPOCHS` epochs (a cut cell then restarts; a finished one is
+    skipped by its summary), ``yes`` what the config says."""
+    if policy == "no" or (policy == "auto" and int(config.epochs) <= SHORT_EPOCHS):
+        config = copy.deepcopy(config)
+        config.checkpoint_every_epochs = 0
+    return config
 
 
 def _cell_name(adaptation: str, optimizer: str, learning_rate: float) -> str:
@@ -195,6 +234,28 @@ def run_grid(
     optimizers: Sequence[str],
     adaptations: Sequence[str],
     notes: Sequence[str] = (),
+    *,
+    cell_figures: bool = False,
+    cell_checkpoints: str = "auto",
+) -> list[dict]:
+    """The study in ``workdir``, which it holds while it runs (one study per folder; see
+    :func:`_run_grid`)."""
+    parallel.maybe_initialize_distributed(config.parallel.distributed)  # before any device
+    with held(workdir, is_main=jax.process_index() == 0):
+        study = Study(figures=cell_figures)
+        grid = (learning_rates, optimizers, adaptations)
+        return _run_grid(config, workdir, *grid, notes, study, cell_checkpoints)
+
+
+def _run_grid(
+    config,
+    workdir: str,
+    learning_rates: Sequence[float],
+    optimizers: Sequence[str],
+    adaptations: Sequence[str],
+    notes: Sequence[str] = (),
+    study: Study | None = None,
+    cell_checkpoints: str = "auto",
 ) -> list[dict]:
     """Trains every (adaptation, optimizer, learning rate) cell; writes results and heat maps.
 
@@ -243,7 +304,8 @@ def run_grid(
             if reports:
                 print(f"{label}: {DONE_EARLIER}" if done else f"{label} -> {folder}")
 
-        summary, status = run_cell(_cell_config(config, *cell), folder, data, announce)
+        cell_config = with_cell_checkpoints(_cell_config(config, *cell), cell_checkpoints)
+        summary, status = run_cell(cell_config, folder, data, announce, study)
         rows.append(_row(*cell, summary, status, folder))
         if reports:
             _write_csv(rows + earlier, workdir)  # after every cell: a long grid shows progress
@@ -344,9 +406,10 @@ def _report_best(cells, workdir, suffix, label) -> None:
         print(f"{label}: no cell finished with a validation accuracy")
         return
     best = max(scored, key=lambda row: row["validation_accuracy"])
-    curves = os.path.join(best["run_folder"], "curves.png")
-    if os.path.exists(curves):
-        shutil.copyfile(curves, os.path.join(workdir, f"best_curves{suffix}.png"))
+    metrics = os.path.join(best["run_folder"], "metrics.jsonl")
+    if os.path.exists(metrics):  # drawn here, once: cells draw no figures of their own
+        title = f"best by validation: {best['optimizer']} lr={best['learning_rate']:g}, {label}"
+        plots.plot_curves(metrics, os.path.join(workdir, f"best_curves{suffix}.png"), title)
     print(
         f"{label}: best by validation is {best['optimizer']} lr={best['learning_rate']:g} "
         f"(validation {best['validation_accuracy']:.4f}, train {best['train_accuracy']:.4f}); "
@@ -389,6 +452,10 @@ flags:
   --learning_rates LIST  comma-separated (default: {DEFAULT_LEARNING_RATES})
   --optimizers LIST      from {", ".join(OPTIMIZERS)} (default: {DEFAULT_OPTIMIZERS})
   --adaptations LIST     from {", ".join(METHODS.names())} (default: the config's adaptation)
+  --cell_figures yes|no  curves.png and confusion.png in every cell (default: no)
+  --cell_checkpoints auto|yes|no
+                         checkpoints in the cells (default: auto, none for cells of at most
+                         {SHORT_EPOCHS} epochs: a cut cell restarts, a finished one is skipped)
   --config FILE          a config file under configs/ (default: the digits demo)
   --config.KEY=VALUE     any config key, e.g. --config.epochs=5
 """
@@ -422,13 +489,22 @@ def main(argv: list[str] | None = None) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         print(_help())
         return 0
-    flags = ("workdir", "learning_rates", "optimizers", "adaptations")
+    flags = ("workdir", "learning_rates", "optimizers", "adaptations", *STUDY_FLAGS)
     try:
         config, _, given = config_lib.config_from_command_line(
             argv, "jaxdann.sweep", flags, required=("workdir",)
         )
         learning_rates, optimizers, adaptations, notes = _grid_from_flags(config, given)
-        run_grid(config, given["workdir"], learning_rates, optimizers, adaptations, notes)
+        figures, checkpoints = study_settings(given)
+        grid = (learning_rates, optimizers, adaptations)
+        run_grid(
+            config,
+            given["workdir"],
+            *grid,
+            notes,
+            cell_figures=figures,
+            cell_checkpoints=checkpoints,
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_code(error)

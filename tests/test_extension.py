@@ -249,3 +249,69 @@ def test_a_checkpoint_without_model_state_resumes_bit_for_bit(tmp_path):
     assert train.main(["--workdir", old, "--config.epochs=2", *common]) == 0
     drop = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
     assert drop(_rows(old)) == drop(_rows(whole))
+
+
+def test_a_study_folder_in_use_is_refused_for_sweep_and_pairs(tmp_path, capsys):
+    from jaxdann import pairs, sweep
+
+    study = str(tmp_path / "study")
+    hold = hold_folder(study)
+    try:
+        assert sweep.main(["--workdir", study, "--config.epochs=1"]) == 2
+        assert f"{study} is in use by a running jaxdann process (pid {os.getpid()})" in (
+            capsys.readouterr().err
+        )
+        pacs = os.path.join(os.path.dirname(__file__), "..", "configs", "pacs_dann.py")
+        assert pairs.main(["--workdir", study, "--config", pacs, "--seeds", "0"]) == 2
+        assert "is in use by a running jaxdann process" in capsys.readouterr().err
+    finally:
+        hold.close()
+
+
+def test_help_into_a_closed_pipe_is_quiet():
+    def run(reader):
+        command = f"{sys.executable} -m jaxdann.train --help | {reader}; exit ${{PIPESTATUS[0]}}"
+        return subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, check=False, timeout=120
+        )
+
+    # `true` has exited before the help is written: every write meets a closed pipe.
+    for result in (run("true"), run("head -1")):
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+    assert run("head -1").stdout.startswith("python -m jaxdann.train")
+
+
+def test_the_runs_of_a_study_share_compiled_functions_and_skip_per_run_files(tmp_path):
+    import copy
+
+    from jaxdann.sweep import run_cell, with_cell_checkpoints
+    from jaxdann.training import feed, trainer
+    from jaxdann.training.trainer import Study
+
+    config = config_lib.demo_config()
+    config.epochs, config.log_every_epoch, config.data.limit = 1, False, 96
+    data = feed.load_shard(config, (0, 1))
+    study = Study()
+    summaries = []
+    for index, (adaptation, learning_rate) in enumerate((("dann", 0.01), ("dann", 0.02))):
+        cell = copy.deepcopy(config)
+        cell.adaptation, cell.optimizer.learning_rate = adaptation, learning_rate
+        cell = with_cell_checkpoints(cell, "auto")
+        folder = str(tmp_path / f"cell{index}")
+        summaries.append(run_cell(cell, folder, data, study=study)[0])
+        assert not os.path.exists(os.path.join(folder, "curves.png"))
+        assert not os.listdir(os.path.join(folder, "checkpoints"))
+    # One train step, one epoch summary, one evaluation for both learning rates.
+    assert len(study.compiled) == 3
+    # Sharing changes nothing: the second cell on its own gives the same numbers.
+    alone = copy.deepcopy(config)
+    alone.optimizer.learning_rate = 0.02
+    solo = trainer.train_and_evaluate(alone, str(tmp_path / "alone"), data=data, progress=False)
+    keys = ("final_target_accuracy", "final_source_accuracy", "validation_accuracy")
+    assert [solo[k] for k in keys] == [summaries[1][k] for k in keys]
+    assert os.path.exists(tmp_path / "alone" / "curves.png")
+    long = config_lib.demo_config()
+    long.epochs = 6
+    assert with_cell_checkpoints(long, "auto").checkpoint_every_epochs == 1
+    assert with_cell_checkpoints(long, "no").checkpoint_every_epochs == 0

@@ -331,7 +331,7 @@ def fake_trainer_fixture(monkeypatch):
     module = types.ModuleType("jaxdann.training.trainer")
     module.TrainingDiverged = TrainingDiverged
 
-    def train(config, workdir, data=None, progress=True):
+    def train(config, workdir, data=None, progress=True, study=None):
         trained.append(workdir)
         return fake_train_and_evaluate(config, workdir, data, progress)
 

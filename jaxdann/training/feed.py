@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 
 from jaxdann import config as config_lib
 from jaxdann.data import pipeline as input_pipeline
+from jaxdann.errors import DataError, is_user_error
 from jaxdann.methods import get_method
 from jaxdann.training import parallel, run_folder
 
@@ -62,10 +63,44 @@ def _with_labels(eval_step: Callable) -> Callable:
     return evaluate
 
 
+def make_evaluator(eval_step: Callable, mesh, *, gather: bool) -> Callable:
+    """``eval_step`` jitted for a feed, its outputs replicated (every process can read the
+    predictions). ``gather``: the images come as a device pool plus indices (DevicePools),
+    else as the batch itself (HostShards). Built once, it serves every feed of that kind on
+    ``mesh``: the runs of a study share it."""
+    evaluate = _with_labels(eval_step)
+    if gather:
+
+        def evaluate_batch(params, images, labels, indices, mask):
+            return evaluate(params, images[indices], labels[indices], mask)
+
+    else:
+        evaluate_batch = evaluate
+    return jax.jit(
+        evaluate_batch,
+        out_shardings=parallel.replicated(mesh),
+        compiler_options=parallel.compiler_options(),
+    )
+
+
+@jax.jit
+def _gather_batch(source_images, source_labels, target_pool, indices):
+    """A training batch from the device pools: rows chosen by index on the device."""
+    batch = {
+        "source_images": source_images[indices["source"]],
+        "source_labels": source_labels[indices["source"]],
+        "source_mask": indices["source_mask"],
+    }
+    if target_pool is not None:
+        batch["target_images"] = target_pool[indices["target"]]
+        batch["target_mask"] = indices["target_mask"]
+    return batch
+
+
 class DevicePools:
     """All data on every device (uint8); batches gathered on the device by index."""
 
-    def __init__(self, data: input_pipeline.ExperimentData, config, mesh, eval_step: Callable):
+    def __init__(self, data: input_pipeline.ExperimentData, config, mesh, evaluator: Callable):
         self.config, self.mesh = config, mesh
         self.needs_target = get_method(config.adaptation).needs_target
         replicated = parallel.replicated(mesh)
@@ -95,30 +130,8 @@ class DevicePools:
             name: [count] * jax.process_count() for name, count in counts.items()
         }
 
-        @jax.jit
-        def gather(source_images, source_labels, target_pool, indices):
-            batch = {
-                "source_images": source_images[indices["source"]],
-                "source_labels": source_labels[indices["source"]],
-                "source_mask": indices["source_mask"],
-            }
-            if target_pool is not None:
-                batch["target_images"] = target_pool[indices["target"]]
-                batch["target_mask"] = indices["target_mask"]
-            return batch
-
-        self._gather = gather
-        evaluate = _with_labels(eval_step)
-
-        def evaluate_batch(params, images, labels, indices, mask):
-            return evaluate(params, images[indices], labels[indices], mask)
-
-        # Replicated outputs: every process (multi-host) can read the predictions.
-        self._evaluate = jax.jit(
-            evaluate_batch,
-            out_shardings=parallel.replicated(mesh),
-            compiler_options=parallel.compiler_options(),
-        )
+        self._gather = _gather_batch
+        self._evaluate = evaluator
 
     def batches(self, epoch: int, steps_per_epoch: int) -> Iterator[dict]:
         config = self.config
@@ -166,7 +179,7 @@ class HostShards:
     (``floor`` with ``data.drop_last``), not exactly one pass over each shard.
     """
 
-    def __init__(self, data: input_pipeline.ExperimentData, config, mesh, eval_step: Callable):
+    def __init__(self, data: input_pipeline.ExperimentData, config, mesh, evaluator: Callable):
         self.config, self.mesh, self.data = config, mesh, data
         self.needs_target = get_method(config.adaptation).needs_target
         self.sharded = parallel.batch_sharded(mesh)
@@ -189,11 +202,7 @@ class HostShards:
             )
         self.source_count = sum(self.rows_per_process["source"])
         self.padded = _round_up(-(-int(config.batch_size) // self.processes), self.local_devices)
-        self._evaluate = jax.jit(
-            _with_labels(eval_step),
-            out_shardings=parallel.replicated(mesh),
-            compiler_options=parallel.compiler_options(),
-        )
+        self._evaluate = evaluator
 
     def _put(self, local: np.ndarray) -> jax.Array:
         shape = (self.processes * local.shape[0], *local.shape[1:])
@@ -264,15 +273,18 @@ def load_everywhere(load: Callable[[], Any], what: str = "data") -> Any:
     except Exception as caught:  # reported on every process below
         loaded, error = None, caught
     failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
-    if error is not None:  # settings that do not fit stay ConfigErrors (exit 2)
-        kind = config_lib.ConfigError if isinstance(error, config_lib.ConfigError) else ValueError
+    if error is not None:
+        if not is_user_error(error):
+            raise error  # a bug: its own traceback (the other processes stop below)
+        # Settings that do not fit stay ConfigErrors (exit 2); unreadable data is a DataError.
+        kind = config_lib.ConfigError if isinstance(error, config_lib.ConfigError) else DataError
         raise kind(
             f"process {jax.process_index()} could not load its {what}: "
             f"{type(error).__name__}: {error}"
         )
     if failed.any():
         processes = ", ".join(str(i) for i in np.flatnonzero(failed.reshape(-1)))
-        raise ValueError(
+        raise DataError(
             f"process(es) {processes} could not load their {what} (see their output); "
             "fix the data and rerun."
         )
@@ -328,6 +340,8 @@ def record_process_count(workdir: str) -> None:
         )
 
 
-def make_feed(data, config, mesh, eval_step: Callable) -> DevicePools | HostShards:
+def make_feed(data, config, mesh, evaluator: Callable) -> DevicePools | HostShards:
+    """The feed ``config`` asks for; ``evaluator``: :func:`make_evaluator`'s, made with
+    ``gather=not config.data.shard_per_host``."""
     kind = HostShards if config.data.shard_per_host else DevicePools
-    return kind(data, config, mesh, eval_step)
+    return kind(data, config, mesh, evaluator)

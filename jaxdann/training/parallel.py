@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxdann.errors import ConfigError
+
 __all__ = [
     "make_mesh",
     "replicated",
@@ -56,7 +58,7 @@ def maybe_initialize_distributed(requested: bool) -> bool:
                 "process_id": int(os.environ["JAX_PROCESS_ID"]),
             }
         except (KeyError, ValueError):
-            raise ValueError(
+            raise ConfigError(
                 "JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and JAX_PROCESS_ID must be "
                 "set to integers too (the process count and this process's index)."
             ) from None
@@ -69,12 +71,14 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     """A 1-d mesh over the first ``num_devices`` devices (0 = all) along the 'data' axis."""
     devices = jax.devices()
     if num_devices < 0 or num_devices > len(devices):
-        raise ValueError(
+        raise ConfigError(
             f"config key parallel.num_devices={num_devices}, but {len(devices)} devices are "
             "visible; use 0 for all of them."
         )
     if num_devices and jax.process_count() > 1 and num_devices != len(devices):
-        raise ValueError("parallel.num_devices must be 0 (all devices) in a multi-host run.")
+        raise ConfigError(
+            "config key parallel.num_devices must be 0 (all devices) in a multi-host run."
+        )
     chosen = devices[: num_devices or len(devices)]
     return Mesh(np.asarray(chosen), (DATA_AXIS,))
 

@@ -8,6 +8,7 @@ one, before anything in it changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ __all__ = [
     "RunFolder",
     "check_data",
     "check_workdir",
+    "held",
     "hold_folder",
     "read_json",
     "read_metrics",
@@ -229,7 +231,10 @@ def _is_split(split) -> bool:
 
 
 def _describe(split: dict | None) -> str:
-    return "none" if split is None else f"{split['images']} images, CRC-32 {split['crc32']}"
+    if split is None:
+        return "none"
+    count = split["images"]
+    return f"{count} image{'' if count == 1 else 's'}, CRC-32 {split['crc32']}"
 
 
 def _check_checkpoint_folders(checkpoint_dir: str) -> None:
@@ -426,6 +431,17 @@ def _lock_holder(path: str) -> str:
     except OSError:
         pass
     return "another process"
+
+
+@contextlib.contextmanager
+def held(workdir: str, *, is_main: bool = True):
+    """Holds ``workdir`` (on the main process) for the block: a sweep or study folder."""
+    hold = hold_folder(workdir) if is_main else None
+    try:
+        yield
+    finally:
+        if hold is not None:
+            hold.close()
 
 
 def hold_folder(workdir: str) -> _Hold:

@@ -37,7 +37,53 @@ from jaxdann.training.step import (
     summarize_epoch,
 )
 
-__all__ = ["train_and_evaluate"]
+__all__ = ["Study", "train_and_evaluate"]
+
+# Config keys the compiled train step does not read (they are traced arguments, or concern the
+# data, the folder or the printout): runs that differ only in them share one compiled step.
+_NOT_COMPILED = frozenset(
+    {
+        "seed",
+        "epochs",
+        "optimizer.learning_rate",
+        "checkpoint_every_epochs",
+        "log_every_epoch",
+        "eval_batch_size",
+        "eval.validation_every_epoch",
+        "data.source",
+        "data.target",
+        "data.validation",
+        "data.root",
+        "data.limit",
+        "data.cache_dir",
+        "data.on_bad",
+    }
+)
+
+
+@dataclasses.dataclass
+class Study:
+    """What the runs of one study (a sweep, the pairs table) share.
+
+    ``compiled`` holds the jitted train, summary and evaluation functions by what they compute,
+    so a run that differs from an earlier one only in learning rate, seed, length or domains
+    reuses them instead of tracing and compiling again; ``figures``: whether each run draws its
+    own curves.png and confusion.png (a study draws its own figures once).
+    """
+
+    figures: bool = False
+    compiled: dict = dataclasses.field(default_factory=dict)
+
+    def shared(self, key, build: Callable):
+        if key not in self.compiled:
+            self.compiled[key] = build()
+        return self.compiled[key]
+
+
+def _compiled_key(config, network, data) -> tuple:
+    flat = config_lib.flatten(config_lib.to_dict(config))
+    settings = tuple(sorted((k, str(v)) for k, v in flat.items() if k not in _NOT_COMPILED))
+    return (network, settings, tuple(np.ravel(data.mean)), tuple(np.ravel(data.std)))
 
 
 @dataclasses.dataclass
@@ -54,6 +100,8 @@ class _Run:
     optimizer_for: Callable
     schedule_for: Callable
     fingerprints: list[dict]
+    study: Study
+    compiled_key: tuple
 
     @property
     def is_main(self) -> bool:
@@ -67,10 +115,12 @@ def train_and_evaluate(
     data: input_pipeline.ExperimentData | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    study: Study | None = None,
 ) -> dict:
     """Trains (or resumes) the run in ``workdir`` and returns its summary.
 
     ``data``: already loaded arrays for this config (a sweep passes them to every run).
+    ``study``: what the runs of a study share (compiled functions; whether to draw figures).
     ``on_step(global_step)`` is called after each step is dispatched (tests use it to interrupt
     a run in the middle of an epoch).
     """
@@ -82,7 +132,7 @@ def train_and_evaluate(
     folder = RunFolder(workdir, config, is_main=jax.process_index() == 0)
     folder.hold()
     try:
-        run = _prepare(config, workdir, data, folder)
+        run = _prepare(config, workdir, data, folder, study or Study(figures=True))
         state = _initial_state(run, pretrained)
         state, start_epoch, history = folder.restore(state)
         # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
@@ -102,7 +152,7 @@ def train_and_evaluate(
         folder.close()
 
 
-def _prepare(config, workdir: str, data, folder: RunFolder) -> _Run:
+def _prepare(config, workdir: str, data, folder: RunFolder, study: Study) -> _Run:
     """Checks the folder, loads the data, builds the method, its feed and the run's length."""
     mesh = parallel.make_mesh(config.parallel.num_devices)
     shard = (jax.process_index(), jax.process_count()) if config.data.shard_per_host else (0, 1)
@@ -120,8 +170,15 @@ def _prepare(config, workdir: str, data, folder: RunFolder) -> _Run:
     fingerprints = feeds.data_fingerprints(data, sharded=bool(config.data.shard_per_host))
     folder.check_data(fingerprints)
     network, method = build_from_config(config, len(data.class_names), mean=data.mean, std=data.std)
-    eval_step = make_eval_step(network, mean=data.mean, std=data.std)
-    feed = feeds.make_feed(data, config, mesh, eval_step)
+    key = _compiled_key(config, network, data)
+    gather = not config.data.shard_per_host
+
+    def evaluator():
+        eval_step = make_eval_step(network, mean=data.mean, std=data.std)
+        return feeds.make_evaluator(eval_step, mesh, gather=gather)
+
+    evaluate = study.shared(("evaluate", gather, mesh, *key), evaluator)
+    feed = feeds.make_feed(data, config, mesh, evaluate)
     steps = input_pipeline.steps_per_epoch(
         feed.source_count, int(config.batch_size), config.data.drop_last
     )
@@ -130,7 +187,18 @@ def _prepare(config, workdir: str, data, folder: RunFolder) -> _Run:
     course = make_course(steps, steps * int(config.epochs), int(config.grl.warmup_epochs) * steps)
     optimizer_for, schedule_for = optimizer_factories(config.optimizer)
     return _Run(
-        config, mesh, data, method, feed, steps, course, optimizer_for, schedule_for, fingerprints
+        config,
+        mesh,
+        data,
+        method,
+        feed,
+        steps,
+        course,
+        optimizer_for,
+        schedule_for,
+        fingerprints,
+        study,
+        key,
     )
 
 
@@ -159,10 +227,7 @@ def _train(run: _Run, folder: RunFolder, state, start_epoch, history, progress, 
     """The epochs from ``start_epoch`` on: train, evaluate, commit. Returns the state and the
     last epoch's target (labels, predictions), or ``None`` if nothing was left to train."""
     config, method = run.config, run.method
-    step_fn = make_train_step(method, run.optimizer_for, run.schedule_for)
-    options = parallel.compiler_options()
-    train_step = jax.jit(step_fn, donate_argnums=0, compiler_options=options)
-    summarize = jax.jit(lambda metrics: summarize_epoch(method, metrics))
+    train_step, summarize = _compiled_steps(run)
     root_key = jax.random.PRNGKey(config.seed)
     epochs, every = int(config.epochs), int(config.checkpoint_every_epochs)
     predictions = None
@@ -189,6 +254,24 @@ def _train(run: _Run, folder: RunFolder, state, start_epoch, history, progress, 
         if run.is_main and config.log_every_epoch:
             tqdm.write(_format_row(method, row, epochs))
     return state, predictions
+
+
+def _compiled_steps(run: _Run) -> tuple[Callable, Callable]:
+    """The jitted train step and epoch summary: built once per study for what they compute."""
+    method = run.method
+
+    def train_step():
+        step_fn = make_train_step(method, run.optimizer_for, run.schedule_for)
+        options = parallel.compiler_options()
+        return jax.jit(step_fn, donate_argnums=0, compiler_options=options)
+
+    def summarize():
+        return jax.jit(lambda metrics: summarize_epoch(method, metrics))
+
+    return (
+        run.study.shared(("train_step", run.mesh, *run.compiled_key), train_step),
+        run.study.shared(("summarize", *run.compiled_key), summarize),
+    )
 
 
 def _bar(run: _Run, epoch: int, progress: bool):
@@ -277,7 +360,7 @@ def _finish(run: _Run, folder: RunFolder, history, labels, predictions, started)
         "confusion_matrix": confusion.tolist(),
         "class_names": list(data.class_names),
     }
-    if run.is_main:
+    if run.is_main and run.study.figures:
         workdir = folder.workdir
         plots.plot_confusion(confusion, data.class_names, os.path.join(workdir, "confusion.png"))
         label = type(run.method).label
