@@ -138,6 +138,7 @@ def test_a_bug_inside_a_method_keeps_its_traceback(tmp_path, capsys):
         ("adaptation", ("none", "dann", "toy_entropy")),
         ("model.arch", ("alexnet", "small_cnn")),
         ("optimizer.name", ("sgd", "adam", "rmsprop")),
+        ("data.name", ("pacs", "digits")),
     ],
 )
 def test_a_misspelled_name_lists_the_registered_ones(key, registered, capsys):

@@ -140,7 +140,7 @@ def train_and_evaluate(
         config_dict = config_lib.to_dict(config)
         folder.write_record(config_dict, run.fingerprints, retrain=start_epoch < epochs)
         if run.is_main and progress:
-            print(f"run folder: {workdir}")
+            print(f"run folder: {os.path.abspath(workdir)}")
         if config.data.shard_per_host:
             feeds.record_process_count(workdir)
         state, predictions = _train(run, folder, state, start_epoch, history, progress, on_step)
