@@ -121,6 +121,21 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.shard_per_host = False  # each process loads only its share (multi-host)
     config.data.target_renderings = 1  # digits: renderings of each unlabelled target-train digit
 
+    # Hyper-parameters of the methods beyond DANN (TLlib's defaults); each method reads its own.
+    config.method = ml_collections.ConfigDict()
+    config.method.trade_off = 1.0  # weight of the adaptation loss (cdan, dan, jan, mdd, mcd, mcc)
+    config.method.randomized_dim = 1024  # cdan: a randomized multilinear map above 4096 dims
+    config.method.discriminator_hidden = 1024  # cdan: the domain discriminator's hidden width
+    config.method.kernel_alphas = "0.125,0.25,0.5,1,2"  # dan, jan: Gaussian bandwidth factors
+    config.method.linear_mmd = False  # dan, jan: the linear-time MMD estimate
+    config.method.margin = 4.0  # mdd: the margin gamma
+    config.method.adversarial_hidden = 1024  # mdd: the adversarial head's hidden width
+    config.method.num_k = 4  # mcd: feature updates per step
+    config.method.temperature = 2.5  # mcc
+    config.method.mcc_weight = 0.0  # > 0: add the MCC loss on target to any method
+    config.method.delta = 1.0  # afn: the feature-norm step
+    config.method.afn_weight = 0.05  # afn: weight of the feature-norm loss
+
     config.eval = ml_collections.ConfigDict()
     config.eval.validation_every_epoch = False  # validation is otherwise measured at the end
 

@@ -123,8 +123,8 @@ def test_alexnet_computation_variants_reach_the_model_and_are_refused_elsewhere(
     "overrides,message",
     [
         (
-            {"adaptation": "dan"},
-            "adaptation='dan' is not a registered method; choose one of none, dann",
+            {"adaptation": "dnn"},
+            "adaptation='dnn' is not a registered method; choose one of none, dann, cdan",
         ),
         ({"batch_size": "0"}, "batch_size=0 must be positive"),
         ({"model.stem": "s2d"}, "model.stem='s2d' is not one of conv, space_to_depth"),

@@ -33,7 +33,7 @@ class TargetEntropy(Method):
     epoch_metrics = ("learning_rate", "class_loss", "source_accuracy", "target_entropy")
 
     @classmethod
-    def heads(cls, config, backbone):
+    def heads(cls, config, backbone, num_classes):
         return {"toy_head": MLPHead((), 3)}
 
     def loss(self, params, model_state, batch, rng, progress):

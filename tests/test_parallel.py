@@ -68,7 +68,7 @@ def _convolutions_in_ynn_fusions(hlo: str) -> int:
 @pytest.mark.parametrize(
     ("shard_per_host", "evaluation"),
     [
-        (False, "DevicePools.__init__.<locals>.evaluate_batch"),
+        (False, "make_evaluator.<locals>.evaluate_batch"),
         (True, "_with_labels.<locals>.evaluate"),
     ],
 )

@@ -354,12 +354,12 @@ def test_sweep_help_shows_the_defaults_and_the_registered_adaptations(capsys):
 
 def test_an_unknown_adaptation_is_refused_with_the_registered_names(tmp_path, capsys):
     names = ", ".join(METHODS.names())
-    assert sweep.main(["--workdir", str(tmp_path / "grid"), "--adaptations", "dan"]) == 2
-    assert f"--adaptations=dan: choose from {names}" in capsys.readouterr().err
-    assert pairs.main(["--workdir", str(tmp_path / "pairs"), "--adaptations", "dan"]) == 2
-    assert f"--adaptations=dan: choose from {names}" in capsys.readouterr().err
+    assert sweep.main(["--workdir", str(tmp_path / "grid"), "--adaptations", "nonesuch"]) == 2
+    assert f"--adaptations=nonesuch: choose from {names}" in capsys.readouterr().err
+    assert pairs.main(["--workdir", str(tmp_path / "pairs"), "--adaptations", "nonesuch"]) == 2
+    assert f"--adaptations=nonesuch: choose from {names}" in capsys.readouterr().err
     with pytest.raises(config_lib.ConfigError, match=f"choose one of {names}"):
-        sweep.run_grid(demo_grid_config(), str(tmp_path / "grid"), [0.01], ["sgd"], ["dan"])
+        sweep.run_grid(demo_grid_config(), str(tmp_path / "grid"), [0.01], ["sgd"], ["nonesuch"])
     assert not os.path.exists(tmp_path / "grid")  # refused before anything is written
 
 

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxdann.data.transforms import augment, normalize
+from jaxdann.errors import ConfigError
+from jaxdann.losses import mcc
 from jaxdann.models.network import Network
 
 __all__ = ["Method", "masked_mean", "per_example_loss"]
@@ -41,6 +43,12 @@ __all__ = ["Method", "masked_mean", "per_example_loss"]
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     """The mean of ``values`` over the rows where ``mask`` is 1."""
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _mcc_weight(config) -> float:
+    """``method.mcc_weight`` (0 for a config without a ``method`` section)."""
+    section = config.get("method") if hasattr(config, "get") else None
+    return float(section.get("mcc_weight", 0.0)) if section is not None else 0.0
 
 
 def per_example_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -53,7 +61,8 @@ class Method:
 
     Class attributes a method sets: ``label`` (its name in tables and figures),
     ``needs_target``, ``epoch_metrics`` (the metric names of a ``metrics.jsonl`` row, in order;
-    ``learning_rate`` is filled in by the train step). Methods override :meth:`heads`,
+    ``learning_rate`` is filled in by the train step; with ``method.mcc_weight > 0`` the
+    instance's ``epoch_metrics`` add ``mcc_regularizer``). Methods override :meth:`heads`,
     :meth:`loss` and :meth:`summarize`, and where needed :meth:`head_inputs`,
     :meth:`init_params`, :meth:`describe`, :meth:`init_optimizer` and :meth:`update`.
     """
@@ -62,16 +71,35 @@ class Method:
     needs_target: ClassVar[bool] = False
     epoch_metrics: ClassVar[tuple[str, ...]] = ("learning_rate", "class_loss", "source_accuracy")
 
+    #: Whether :meth:`loss` adds :meth:`target_regularizer` (``method.mcc_weight`` x MCC on
+    #: its target logits). A method that does not refuses ``method.mcc_weight > 0``.
+    adds_mcc_regularizer: ClassVar[bool] = False
+
     def __init__(self, config, network: Network, *, mean, std):
         self.config = config
         self.network = network
         self.mean, self.std = mean, std
+        self.mcc_weight = _mcc_weight(config)
+        if self.mcc_weight > 0:
+            if not self.adds_mcc_regularizer:
+                from jaxdann.methods import METHODS
+
+                adding = [name for name in METHODS if METHODS[name].adds_mcc_regularizer]
+                raise ConfigError(
+                    f"config key method.mcc_weight={self.mcc_weight}: adaptation="
+                    f"{config.adaptation!r} does not add the MCC regulariser; set "
+                    f"method.mcc_weight=0 or use a method that adds it ({', '.join(adding)})."
+                )
+            # This run's rows also carry the regulariser (an instance attribute: the class's
+            # metrics, which tables and figures read, stay as declared).
+            self.epoch_metrics = (*type(self).epoch_metrics, "mcc_regularizer")
 
     # -- the parts -------------------------------------------------------------------------
 
     @classmethod
-    def heads(cls, config, backbone) -> dict[str, nn.Module]:
-        """The parts this method adds, by name (``backbone`` is a ``models.Backbone``)."""
+    def heads(cls, config, backbone, num_classes: int) -> dict[str, nn.Module]:
+        """The parts this method adds, by name (``backbone`` is a ``models.Backbone``;
+        ``num_classes`` the label classifier's output count)."""
         return {}
 
     @classmethod
@@ -112,6 +140,17 @@ class Method:
         }
         return masked_mean(losses, mask), sums
 
+    def target_regularizer(self, target_logits: jax.Array, batch: Mapping):
+        """``(term, sums)``: ``method.mcc_weight`` x MCC (Jin et al. 2020) on the target
+        logits at ``method.temperature``, padding rows left out, for a method's loss to add;
+        ``(0.0, {})`` when the weight is 0, so a run without it traces nothing more. The
+        epoch value is the mean over steps of the unweighted MCC (``mcc_regularizer``)."""
+        if self.mcc_weight <= 0:
+            return 0.0, {}
+        temperature = float(self.config.method.temperature)
+        value = mcc(target_logits, temperature=temperature, mask=batch["target_mask"])
+        return self.mcc_weight * value, {"mcc_regularizer": value}
+
     def loss(self, params, model_state, batch, rng, progress):
         source, _, dropout_rng = self.prepare(batch, rng)
         net = self.network
@@ -144,10 +183,13 @@ class Method:
         """Epoch values from the sums over its steps (``totals``) and the per-step values
         (``stacked``); ``learning_rate`` is added by the caller."""
         source = totals["source_count"]
-        return {
+        summary = {
             "class_loss": totals["class_loss"] / source,
             "source_accuracy": totals["class_correct"] / source,
         }
+        if self.mcc_weight > 0:
+            summary["mcc_regularizer"] = jnp.mean(stacked["mcc_regularizer"])
+        return summary
 
     def describe(self, row: Mapping) -> str:
         """The method's part of the one-line epoch log."""

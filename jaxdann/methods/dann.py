@@ -56,7 +56,7 @@ class DANN(Method):
     )
 
     @classmethod
-    def heads(cls, config, backbone):
+    def heads(cls, config, backbone, num_classes):
         hidden = domain_hidden(config, backbone)
         rate = float(config.model.dropout_rate)
         return {"domain_classifier": MLPHead(hidden, 2, rate, compute_dtype(config))}

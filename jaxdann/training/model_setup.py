@@ -37,7 +37,7 @@ def build_from_config(config, num_classes: int, *, mean=0.0, std=1.0) -> tuple[N
         parts.append(("bottleneck", Bottleneck(int(config.model.bottleneck), dtype)))
     rate = float(config.model.dropout_rate)
     parts.append(("classifier", MLPHead(backbone.classifier_hidden, num_classes, rate, dtype)))
-    parts.extend(method_class.heads(config, backbone).items())
+    parts.extend(method_class.heads(config, backbone, num_classes).items())
     network = Network(tuple(parts))
     return network, method_class(config, network, mean=mean, std=std)
 

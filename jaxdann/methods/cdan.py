@@ -1,0 +1,211 @@
+"""CDAN and CDAN+E (Long et al. 2018, "Conditional Adversarial Domain Adaptation").
+
+A domain discriminator reads the multilinear map ``g (x) f`` of each row's features ``f`` and
+softmax predictions ``g`` (detached, as TLlib's ``ConditionalDomainAdversarialLoss``), so it
+can tell the domains apart per class; the features learn to fool it through the gradient
+reversal layer. Above 4096 map dimensions (features x classes) the map is the randomized one of
+width ``method.randomized_dim`` (the paper's Sec. 3.2; TLlib's ``--randomized``).
+
+Loss = class loss + ``method.trade_off`` x transfer loss, the transfer loss the discriminator's
+binary cross-entropy (source label 1, target 0, as TLlib) averaged over the real source and
+target rows together; CDAN+E weights each row by ``1 + exp(-H(g))`` normalised to sum to the
+real row count (the paper's entropy conditioning, TLlib's ``entropy_conditioning=True``).
+
+Where this differs from TLlib:
+
+- the reversal coefficient follows ``config.grl`` (schedule, maximum, warm-up) as DANN's does,
+  not TLlib's fixed warm-start ramp (0 -> 1 over 1000 iterations);
+- the reversal is applied to the features before the map, not to the map's output: the map is
+  linear in the features for fixed (detached) predictions, so the gradient is the same;
+- the cross-entropy is computed from the logit (log-sigmoid), not torch's clamped
+  ``binary_cross_entropy`` of a sigmoid output: equal except at saturated logits;
+- padding rows (mask 0) count in no mean and get no entropy weight, but as in the bottleneck
+  they do enter the discriminator's BatchNorm batch statistics.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdann.errors import ConfigError
+from jaxdann.losses import (
+    RANDOMIZE_ABOVE,
+    entropy_weights,
+    multilinear_map,
+    randomized_map_matrices,
+    randomized_multilinear_map,
+)
+from jaxdann.methods.base import Method
+from jaxdann.models.grl import grl_coefficient, reverse_gradient
+from jaxdann.models.heads import BatchNorm
+from jaxdann.models.layers import Dtype, compute_dtype, dense
+
+__all__ = ["CDAN", "CDANE", "ConditionalDiscriminator", "conditional_map", "reversal_coefficient"]
+
+
+def conditional_map(
+    features: jax.Array, probabilities: jax.Array, *, randomized_dim: int, seed: int
+) -> jax.Array:
+    """The discriminator's input: the multilinear map, or the randomized map when features x
+    classes exceeds 4096. The randomized map's matrices are drawn from ``seed`` at every call
+    (the same ones each step and after a resume; no state to checkpoint)."""
+    features_dim, num_classes = features.shape[-1], probabilities.shape[-1]
+    if features_dim * num_classes <= RANDOMIZE_ABOVE:
+        return multilinear_map(features.astype(jnp.float32), probabilities)
+    matrices = randomized_map_matrices(
+        jax.random.key(seed), features_dim, num_classes, randomized_dim
+    )
+    return randomized_multilinear_map(features, probabilities, *matrices)
+
+
+class ConditionalDiscriminator(nn.Module):
+    """The conditional map, then TLlib's ``DomainDiscriminator`` with batch norm:
+    ``[Linear(hidden) -> BatchNorm -> ReLU] x 2 -> Linear(1)``, one logit per row (the sigmoid
+    is in the loss). Its input is the pair ``(features, detached probabilities)``, so the first
+    layer is initialised with the map's width whichever map the shapes call for.
+
+    The randomized map's matrices come from ``map_seed``, the same for every run (TLlib draws
+    them from the run's seed): the train step reads no seed, so runs that differ only in
+    ``seed`` still share one compiled step.
+    """
+
+    hidden: int
+    randomized_dim: int
+    map_seed: int = 0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, inputs: tuple[jax.Array, jax.Array], train: bool = False) -> jax.Array:
+        features, probabilities = inputs
+        mapped = conditional_map(
+            features, probabilities, randomized_dim=self.randomized_dim, seed=self.map_seed
+        )
+        x = mapped.astype(self.dtype)
+        for index in range(2):
+            x = dense(x, self.hidden, f"hidden_{index}", self.dtype)
+            x = nn.relu(BatchNorm(name=f"norm_{index}")(x, train))
+        return dense(x, 1, "output", self.dtype)[:, 0].astype(jnp.float32)
+
+
+def reversal_coefficient(config, progress) -> jax.Array:
+    """The reversal layer's coefficient at this step, from ``config.grl`` (as DANN's)."""
+    grl = config.grl
+    return grl_coefficient(
+        progress["step"],
+        schedule=grl.schedule,
+        maximum=float(grl.coefficient),
+        gamma=float(grl.gamma),
+        total_steps=progress["total_steps"],
+        warmup_steps=progress["warmup_steps"],
+    )
+
+
+def _positive_int(config, key: str) -> int:
+    value = int(config.method[key])
+    if value <= 0:
+        raise ConfigError(f"config key method.{key}={value}: use a positive width.")
+    return value
+
+
+class CDAN(Method):
+    """CDAN: the conditional domain discriminator, unweighted."""
+
+    label = "CDAN"
+    needs_target = True
+    adds_mcc_regularizer = True
+    entropy_conditioning = False
+    epoch_metrics = (
+        "learning_rate",
+        "grl_coefficient",
+        "class_loss",
+        "source_accuracy",
+        "transfer_loss",
+        "domain_accuracy",
+    )
+
+    def __init__(self, config, network, *, mean, std):
+        super().__init__(config, network, mean=mean, std=std)
+        if config.grl.objective != "reverse":
+            raise ConfigError(
+                f"config key grl.objective={config.grl.objective!r}: {self.label} trains "
+                "through the reversal layer; use grl.objective=reverse."
+            )
+        self.trade_off = float(config.method.trade_off)
+
+    @classmethod
+    def heads(cls, config, backbone, num_classes):
+        discriminator = ConditionalDiscriminator(
+            hidden=_positive_int(config, "discriminator_hidden"),
+            randomized_dim=_positive_int(config, "randomized_dim"),
+            dtype=compute_dtype(config),
+        )
+        return {"domain_discriminator": discriminator}
+
+    @classmethod
+    def head_inputs(cls, features, logits):
+        return {"domain_discriminator": (features, jax.nn.softmax(logits))}
+
+    def loss(self, params, model_state, batch, rng, progress):
+        source, target, dropout_rng = self.prepare(batch, rng)
+        coefficient = reversal_coefficient(self.config, progress)
+        num_source = source.shape[0]
+        net = self.network
+
+        def run(part, x):
+            nonlocal model_state
+            y, model_state = net.run(params, model_state, part, x, train=True, rng=dropout_rng)
+            return y
+
+        features, model_state = net.embed(
+            params, model_state, jnp.concatenate([source, target]), train=True, rng=dropout_rng
+        )
+        logits = run("classifier", features)
+        loss, sums = self.classification(logits[:num_source], batch)
+        probabilities = jax.lax.stop_gradient(jax.nn.softmax(logits.astype(jnp.float32)))
+        reversed_features = reverse_gradient(features, coefficient)
+        domain_logits = run("domain_discriminator", (reversed_features, probabilities))
+
+        mask = jnp.concatenate([batch["source_mask"], batch["target_mask"]]).astype(jnp.float32)
+        labels = jnp.concatenate(
+            [jnp.ones(num_source, jnp.float32), jnp.zeros(target.shape[0], jnp.float32)]
+        )
+        weights = mask
+        if self.entropy_conditioning:
+            weights = entropy_weights(probabilities, mask=mask)
+        per_row = optax.sigmoid_binary_cross_entropy(domain_logits, labels)
+        count = jnp.sum(mask)
+        transfer = jnp.sum(per_row * weights) / jnp.maximum(count, 1.0)
+        regularizer, regularizer_sums = self.target_regularizer(logits[num_source:], batch)
+        loss = loss + self.trade_off * transfer + regularizer
+        hits = (domain_logits >= 0).astype(jnp.float32) == labels
+        sums |= regularizer_sums | {
+            "transfer_loss": jnp.sum(per_row * weights),
+            "domain_correct": jnp.sum(hits * mask),
+            "domain_count": count,
+            "grl_coefficient": coefficient,
+        }
+        return loss, (sums, model_state)
+
+    def summarize(self, totals, stacked):
+        count = totals["domain_count"]
+        return super().summarize(totals, stacked) | {
+            "grl_coefficient": jnp.mean(stacked["grl_coefficient"]),
+            "transfer_loss": totals["transfer_loss"] / count,
+            "domain_accuracy": totals["domain_correct"] / count,
+        }
+
+    def describe(self, row):
+        return super().describe(row) + (
+            f"  transfer loss {row['transfer_loss']:.4f} domain acc {row['domain_accuracy']:.3f}"
+            f"  grl {row['grl_coefficient']:.3f}"
+        )
+
+
+class CDANE(CDAN):
+    """CDAN+E: each row's discriminator loss weighted by its prediction's certainty."""
+
+    label = "CDAN+E"
+    entropy_conditioning = True

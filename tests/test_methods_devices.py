@@ -1,0 +1,39 @@
+"""The methods with the most state train alike on one device and on four."""
+
+import json
+import os
+
+import jax
+import pytest
+
+from jaxdann import config as config_lib
+from jaxdann.methods import get_method
+from jaxdann.training.trainer import train_and_evaluate
+
+
+def _config(adaptation: str, devices: int):
+    config = config_lib.demo_config()
+    config.adaptation, config.epochs, config.log_every_epoch = adaptation, 2, False
+    # 16 rows split evenly over 4 devices: no padding rows, which CDAN's discriminator
+    # BatchNorm would count in its batch statistics.
+    config.batch_size, config.data.limit = 16, 48
+    config.method.num_k = 2
+    config.parallel.num_devices = devices
+    return config
+
+
+@pytest.mark.parametrize("adaptation", ["mcd", "cdan_e"])
+def test_one_and_four_devices_give_the_same_metrics(adaptation, tmp_path):
+    if jax.device_count() < 4:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4 (set in conftest)")
+    rows = {}
+    for devices in (1, 4):
+        workdir = str(tmp_path / str(devices))
+        summary = train_and_evaluate(_config(adaptation, devices), workdir, progress=False)
+        assert summary["num_devices"] == devices
+        with open(os.path.join(workdir, "metrics.jsonl")) as handle:
+            rows[devices] = [json.loads(line) for line in handle]
+    keys = (*get_method(adaptation).epoch_metrics, "target_accuracy")
+    for one, four in zip(rows[1], rows[4], strict=True):
+        for key in keys:
+            assert one[key] == pytest.approx(four[key], rel=1e-4, abs=1e-5), key
