@@ -316,3 +316,11 @@ def test_the_runs_of_a_study_share_compiled_functions_and_skip_per_run_files(tmp
     long.epochs = 6
     assert with_cell_checkpoints(long, "auto").checkpoint_every_epochs == 1
     assert with_cell_checkpoints(long, "no").checkpoint_every_epochs == 0
+
+
+def test_more_devices_than_there_are_is_a_setting_refused(tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    assert train.main(["--workdir", workdir, "--config.parallel.num_devices=64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config key parallel.num_devices=64" in err[0]
+    assert not os.path.exists(workdir)
