@@ -35,9 +35,10 @@ import optax
 from jaxdann.data.transforms import augment, normalize
 from jaxdann.errors import ConfigError
 from jaxdann.losses import mcc
+from jaxdann.models.grl import grl_coefficient
 from jaxdann.models.network import Network
 
-__all__ = ["Method", "masked_mean", "per_example_loss"]
+__all__ = ["Method", "masked_mean", "per_example_loss", "reversal_coefficient"]
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -49,6 +50,19 @@ def _mcc_weight(config) -> float:
     """``method.mcc_weight`` (0 for a config without a ``method`` section)."""
     section = config.get("method") if hasattr(config, "get") else None
     return float(section.get("mcc_weight", 0.0)) if section is not None else 0.0
+
+
+def reversal_coefficient(config, progress) -> jax.Array:
+    """The gradient reversal coefficient at this step, from ``config.grl`` (DANN, CDAN, MDD)."""
+    grl = config.grl
+    return grl_coefficient(
+        progress["step"],
+        schedule=grl.schedule,
+        maximum=float(grl.coefficient),
+        gamma=float(grl.gamma),
+        total_steps=progress["total_steps"],
+        warmup_steps=progress["warmup_steps"],
+    )
 
 
 def per_example_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -38,12 +38,12 @@ from jaxdann.losses import (
     randomized_map_matrices,
     randomized_multilinear_map,
 )
-from jaxdann.methods.base import Method
-from jaxdann.models.grl import grl_coefficient, reverse_gradient
+from jaxdann.methods.base import Method, reversal_coefficient
+from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import BatchNorm
 from jaxdann.models.layers import Dtype, compute_dtype, dense
 
-__all__ = ["CDAN", "CDANE", "ConditionalDiscriminator", "conditional_map", "reversal_coefficient"]
+__all__ = ["CDAN", "CDANE", "ConditionalDiscriminator", "conditional_map"]
 
 
 def conditional_map(
@@ -88,19 +88,6 @@ class ConditionalDiscriminator(nn.Module):
             x = dense(x, self.hidden, f"hidden_{index}", self.dtype)
             x = nn.relu(BatchNorm(name=f"norm_{index}")(x, train))
         return dense(x, 1, "output", self.dtype)[:, 0].astype(jnp.float32)
-
-
-def reversal_coefficient(config, progress) -> jax.Array:
-    """The reversal layer's coefficient at this step, from ``config.grl`` (as DANN's)."""
-    grl = config.grl
-    return grl_coefficient(
-        progress["step"],
-        schedule=grl.schedule,
-        maximum=float(grl.coefficient),
-        gamma=float(grl.gamma),
-        total_steps=progress["total_steps"],
-        warmup_steps=progress["warmup_steps"],
-    )
 
 
 def _positive_int(config, key: str) -> int:

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxdann.errors import ConfigError
-from jaxdann.methods.base import Method, masked_mean, per_example_loss
-from jaxdann.models.grl import grl_coefficient, reverse_gradient
+from jaxdann.methods.base import Method, masked_mean, per_example_loss, reversal_coefficient
+from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import MLPHead
 from jaxdann.models.layers import compute_dtype
 
@@ -82,15 +82,8 @@ class DANN(Method):
         return {**params, "domain_classifier": domain}
 
     def coefficient(self, progress):
-        grl = self.config.grl
-        return grl_coefficient(
-            progress["step"],
-            schedule=grl.schedule,
-            maximum=float(grl.coefficient),
-            gamma=float(grl.gamma),
-            total_steps=progress["total_steps"],
-            warmup_steps=progress["warmup_steps"],
-        )
+        """The reversal coefficient at this step (``grl.*``)."""
+        return reversal_coefficient(self.config, progress)
 
     def loss(self, params, model_state, batch, rng, progress):
         source, target, dropout_rng = self.prepare(batch, rng)

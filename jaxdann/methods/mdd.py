@@ -34,8 +34,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxdann.losses import mdd
-from jaxdann.methods.base import Method
-from jaxdann.models.grl import grl_coefficient, reverse_gradient
+from jaxdann.methods.base import Method, reversal_coefficient
+from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import MLPHead
 from jaxdann.models.layers import compute_dtype
 
@@ -61,16 +61,8 @@ class MDD(Method):
         return {"adversarial_classifier": MLPHead(hidden, num_classes, rate, dtype)}
 
     def coefficient(self, progress):
-        """The reversal coefficient at this step (``grl.*``, as DANN's)."""
-        grl = self.config.grl
-        return grl_coefficient(
-            progress["step"],
-            schedule=grl.schedule,
-            maximum=float(grl.coefficient),
-            gamma=float(grl.gamma),
-            total_steps=progress["total_steps"],
-            warmup_steps=progress["warmup_steps"],
-        )
+        """The reversal coefficient at this step (``grl.*``)."""
+        return reversal_coefficient(self.config, progress)
 
     def loss(self, params, model_state, batch, rng, progress):
         source, target, key = self.prepare(batch, rng)
