@@ -89,7 +89,7 @@ def enable_compilation_cache(directory: str) -> None:
     directory = os.path.abspath(directory)
     if jax.config.jax_compilation_cache_dir != directory:
         jax.config.update("jax_compilation_cache_dir", directory)
-        # A cache this process has already opened (an earlier sweep in the same Python session)
+        # A cache this process has already opened (an earlier sweep in the same Python process)
         # would otherwise keep writing to its old directory.
         compilation_cache.reset_cache()
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
