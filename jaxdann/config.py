@@ -53,6 +53,25 @@ def exit_process(code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _method_config() -> ml_collections.ConfigDict:
+    """``config.method``: the hyper-parameters of the methods beyond DANN (TLlib's defaults);
+    each method reads its own."""
+    method = ml_collections.ConfigDict()
+    method.trade_off = 1.0  # weight of the adaptation loss (cdan, dan, jan, mdd, mcd, mcc)
+    method.randomized_dim = 1024  # cdan: a randomized multilinear map above 4096 dims
+    method.discriminator_hidden = 1024  # cdan: the domain discriminator's hidden width
+    method.kernel_alphas = "0.125,0.25,0.5,1,2"  # dan, jan: Gaussian bandwidth factors
+    method.linear_mmd = False  # dan, jan: the linear-time MMD estimate
+    method.margin = 4.0  # mdd: the margin gamma
+    method.adversarial_hidden = 1024  # mdd: the adversarial head's hidden width
+    method.num_k = 4  # mcd: feature updates per step
+    method.temperature = 2.5  # mcc
+    method.mcc_weight = 0.0  # > 0: add the MCC loss on target to any method
+    method.delta = 1.0  # afn: the feature-norm step
+    method.afn_weight = 0.05  # afn: weight of the feature-norm loss
+    return method
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key that exists, with the seed study's settings (photo -> art_painting, AlexNet)."""
     config = ml_collections.ConfigDict()
@@ -121,20 +140,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.shard_per_host = False  # each process loads only its share (multi-host)
     config.data.target_renderings = 1  # digits: renderings of each unlabelled target-train digit
 
-    # Hyper-parameters of the methods beyond DANN (TLlib's defaults); each method reads its own.
-    config.method = ml_collections.ConfigDict()
-    config.method.trade_off = 1.0  # weight of the adaptation loss (cdan, dan, jan, mdd, mcd, mcc)
-    config.method.randomized_dim = 1024  # cdan: a randomized multilinear map above 4096 dims
-    config.method.discriminator_hidden = 1024  # cdan: the domain discriminator's hidden width
-    config.method.kernel_alphas = "0.125,0.25,0.5,1,2"  # dan, jan: Gaussian bandwidth factors
-    config.method.linear_mmd = False  # dan, jan: the linear-time MMD estimate
-    config.method.margin = 4.0  # mdd: the margin gamma
-    config.method.adversarial_hidden = 1024  # mdd: the adversarial head's hidden width
-    config.method.num_k = 4  # mcd: feature updates per step
-    config.method.temperature = 2.5  # mcc
-    config.method.mcc_weight = 0.0  # > 0: add the MCC loss on target to any method
-    config.method.delta = 1.0  # afn: the feature-norm step
-    config.method.afn_weight = 0.05  # afn: weight of the feature-norm loss
+    config.method = _method_config()
 
     config.eval = ml_collections.ConfigDict()
     config.eval.validation_every_epoch = False  # validation is otherwise measured at the end
@@ -400,10 +406,12 @@ def describe_keys() -> str:
     import re
 
     comments = {}
-    for line in inspect.getsource(base_config).splitlines():
-        match = re.match(r"\s*config\.([\w.]+) = .*?#\s*(.*)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2).replace("``", "")
+    sources = {"": inspect.getsource(base_config), "method.": inspect.getsource(_method_config)}
+    for prefix, source in sources.items():
+        for line in source.splitlines():
+            match = re.match(r"\s*(?:config|method)\.([\w.]+) = .*?#\s*(.*)$", line)
+            if match:
+                comments[prefix + match.group(1)] = match.group(2).replace("``", "")
     choices = {key: ", ".join(registry.names()) for key, registry in registries().items()}
     choices |= {key: ", ".join(values) for key, values in _CHOICES.items()}
     lines = []
