@@ -53,3 +53,37 @@ def tiny_pacs_overrides(root, cache_dir) -> dict[str, str]:
 @pytest.fixture(name="tiny_pacs_overrides")
 def tiny_pacs_overrides_fixture():
     return tiny_pacs_overrides
+
+
+def train_whole_and_resumed(tmp_path, flags):
+    """``python -m jaxdann.train`` with ``flags`` for 2 epochs unbroken (``tmp_path/whole``) and
+    as 1 epoch, then resumed to 2 (``tmp_path/parts``); returns both folders' metrics rows
+    without ``epoch_time_s``. The schedules are ones that do not depend on the run's length
+    (so 1 + 1 epochs is 2 epochs) and validation is measured every epoch."""
+    import json
+
+    from jaxdann import train
+
+    flags = [
+        *flags,
+        "--config.log_every_epoch=false",
+        "--config.grl.schedule=constant",
+        "--config.optimizer.schedule=step",
+        "--config.eval.validation_every_epoch=true",
+    ]
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    assert train.main(["--workdir", whole, "--config.epochs=2", *flags]) == 0
+    assert train.main(["--workdir", parts, "--config.epochs=1", *flags]) == 0
+    assert train.main(["--workdir", parts, "--config.epochs=2", *flags]) == 0
+
+    def rows(workdir):
+        with open(os.path.join(workdir, "metrics.jsonl")) as handle:
+            lines = [json.loads(line) for line in handle]
+        return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in lines]
+
+    return rows(whole), rows(parts)
+
+
+@pytest.fixture(name="train_whole_and_resumed")
+def train_whole_and_resumed_fixture():
+    return train_whole_and_resumed

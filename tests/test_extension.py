@@ -171,23 +171,14 @@ def test_the_backbone_learning_rate_multiplier_scales_only_the_backbone():
     np.testing.assert_array_equal(moved[0.1]["classifier"], moved[1.0]["classifier"])
 
 
-def test_a_bottleneck_with_batchnorm_trains_checkpoints_and_resumes_bit_for_bit(tmp_path):
+def test_a_bottleneck_with_batchnorm_trains_checkpoints_and_resumes_bit_for_bit(
+    tmp_path, train_whole_and_resumed
+):
     bottleneck = ["--config.model.bottleneck=16", "--config.data.limit=96"]
-    # Schedules that do not depend on the run's length, so 1 + 1 epochs is 2 epochs.
-    quiet = [
-        "--config.log_every_epoch=false",
-        "--config.grl.schedule=constant",
-        "--config.optimizer.schedule=step",
-        "--config.eval.validation_every_epoch=true",
-    ]
-    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
-    assert train.main(["--workdir", whole, "--config.epochs=2", *bottleneck, *quiet]) == 0
-    assert train.main(["--workdir", parts, "--config.epochs=1", *bottleneck, *quiet]) == 0
-    assert train.main(["--workdir", parts, "--config.epochs=2", *bottleneck, *quiet]) == 0
-    strip = [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in _rows(whole)]
-    assert strip == [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in _rows(parts)]
+    whole, parts = train_whole_and_resumed(tmp_path, bottleneck)
+    assert parts == whole
     # The running statistics are in the checkpoint, next to the parameters.
-    with open(os.path.join(parts, "checkpoints", "2", "default", "_METADATA")) as handle:
+    with open(tmp_path / "parts" / "checkpoints" / "2" / "default" / "_METADATA") as handle:
         metadata = handle.read()
     assert "model_state" in metadata and "batch_stats" in metadata and "bottleneck" in metadata
 

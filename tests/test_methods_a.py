@@ -83,23 +83,14 @@ def test_a_setting_a_method_cannot_use_is_one_error_line(tmp_path, capsys, flag,
     assert err.startswith("error: config key") and message in err
 
 
-def test_cdan_e_resumes_bit_for_bit(tmp_path):
-    # Schedules that do not depend on the run's length, so 1 + 1 epochs is 2 epochs.
-    common = ["--config.adaptation=cdan_e", *TINY, *SMALL_HEADS]
-    common += [
-        "--config.grl.schedule=constant",
-        "--config.optimizer.schedule=step",
-        "--config.eval.validation_every_epoch=true",
-    ]
-    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
-    assert train.main(["--workdir", whole, "--config.epochs=2", *common]) == 0
-    assert train.main(["--workdir", parts, "--config.epochs=1", *common]) == 0
-    assert train.main(["--workdir", parts, "--config.epochs=2", *common]) == 0
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
-    assert drop(_rows(parts)) == drop(_rows(whole))
-    assert set(METHODS.get("cdan_e").epoch_metrics) <= set(_rows(whole)[0])
+def test_cdan_e_resumes_bit_for_bit(tmp_path, train_whole_and_resumed):
+    whole, parts = train_whole_and_resumed(
+        tmp_path, ["--config.adaptation=cdan_e", *TINY, *SMALL_HEADS]
+    )
+    assert parts == whole
+    assert set(METHODS.get("cdan_e").epoch_metrics) <= set(whole[0])
     # The discriminator's BatchNorm statistics are checkpointed with the parameters.
-    with open(os.path.join(parts, "checkpoints", "2", "default", "_METADATA")) as handle:
+    with open(tmp_path / "parts" / "checkpoints" / "2" / "default" / "_METADATA") as handle:
         assert "domain_discriminator" in handle.read()
 
 

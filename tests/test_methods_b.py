@@ -187,25 +187,11 @@ def test_one_jitted_mcd_step_equals_its_three_stages_by_hand():
     assert float(want_discrepancy) > 0
 
 
-def test_mcd_resumes_bit_for_bit(tmp_path):
-    common = [
-        "--config.adaptation=mcd",
-        "--config.method.num_k=1",
-        "--config.batch_size=32",
-        "--config.data.limit=64",
-        "--config.log_every_epoch=false",
-        # Schedules that do not depend on the run's length, so 1 + 1 epochs is 2 epochs.
-        "--config.grl.schedule=constant",
-        "--config.optimizer.schedule=step",
-        "--config.eval.validation_every_epoch=true",
-    ]
-    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
-    assert train.main(["--workdir", whole, "--config.epochs=2", *common]) == 0
-    assert train.main(["--workdir", parts, "--config.epochs=1", *common]) == 0
-    assert train.main(["--workdir", parts, "--config.epochs=2", *common]) == 0
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
-    assert drop(_rows(parts)) == drop(_rows(whole))
-    assert len(_rows(whole)) == 2
+def test_mcd_resumes_bit_for_bit(tmp_path, train_whole_and_resumed):
+    flags = ["--config.adaptation=mcd", "--config.method.num_k=1", "--config.batch_size=32"]
+    whole, parts = train_whole_and_resumed(tmp_path, [*flags, "--config.data.limit=64"])
+    assert parts == whole
+    assert len(whole) == 2
 
 
 def test_mcd_refuses_no_feature_updates_and_copies_pretrained_hidden_layers():
