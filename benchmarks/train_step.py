@@ -1,8 +1,17 @@
 """Times jaxdann's fused DANN step (B source + B target images per step) after compilation.
 
     python benchmarks/train_step.py --batch-size 32 --image-size 224 --steps 10 [--dtype bfloat16]
-        [--compare-torch] [--breakdown] [--profile DIR] [--xla-defaults]
-        [--stem conv|space_to_depth] [--pool-gradient first_max|xla]
+        [--arch alexnet|resnet18|resnet34|resnet50] [--compare-torch] [--breakdown]
+        [--profile DIR] [--xla-defaults] [--stem conv|space_to_depth]
+        [--pool-gradient first_max|xla] [--torch-threads N]
+
+``--arch resnet*`` times TLlib's DANN recipe instead (``configs/office31_dann_resnet50.py``:
+the ResNet, a 256-wide bottleneck with BatchNorm, a linear label classifier, a 1024-1024 domain
+classifier with dropout 0.5, SGD momentum 0.9 weight decay 1e-3 with the backbone at 0.1 x the
+annealed learning rate, the reversal coefficient ramped); its torch counterpart is TLlib's
+eager step: one forward over ``torch.cat((x_s, x_t))``, cross-entropy on the source rows, the
+domain loss through a reversal layer on all rows, one backward, one SGD step with the same
+parameter groups.
 
 With ``--compare-torch`` it also times a PyTorch eager implementation of the seed's step on the
 same device, batch and size: three forward/backward passes (class loss on source, domain loss on
@@ -42,7 +51,11 @@ from jaxdann.methods import Method  # noqa: E402
 from jaxdann.models import Network  # noqa: E402
 from jaxdann.training import parallel  # noqa: E402
 from jaxdann.training.model_setup import build_from_config, initial_variables  # noqa: E402
-from jaxdann.training.optim import learning_rate_schedule, make_optimizer  # noqa: E402
+from jaxdann.training.optim import (  # noqa: E402
+    learning_rate_schedule,
+    make_optimizer,
+    optimizer_factories,
+)
 from jaxdann.training.step import TrainState, make_course, make_train_step  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -87,6 +100,38 @@ def alexnet_dann_train_flops(batch_size: int, image_size: int) -> float:
     return 3.0 * forward
 
 
+def resnet_dann_train_flops(arch: str, batch_size: int, image_size: int) -> float:
+    """Model FLOPs of one fused DANN step with a ResNet (2 FLOPs per multiply-add, backward =
+    2x forward): the convolutions and linear layers over 2B images, counted from their shapes."""
+    from jaxdann.models.resnet import RESNET_STAGES
+
+    def out(size, kernel, stride):
+        return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+    kind, stages = RESNET_STAGES[arch]
+    size = out(image_size, 7, 2)
+    macs = size * size * 64 * 49 * 3
+    size, channels = out(size, 3, 2), 64
+    for stage, blocks in enumerate(stages):
+        width = 64 * 2**stage
+        for index in range(blocks):
+            stride = 2 if stage > 0 and index == 0 else 1
+            if kind == "basic":
+                convs = ((width, 3, stride), (width, 3, 1))
+            else:
+                convs = ((width, 1, 1), (width, 3, stride), (4 * width, 1, 1))
+            in_channels = channels
+            for features, kernel, conv_stride in convs:
+                size = out(size, kernel, conv_stride)
+                macs += size * size * features * kernel * kernel * channels
+                channels = features
+            if stride != 1 or in_channels != channels:
+                macs += size * size * channels * in_channels
+    heads = channels * 256 + 256 * 1024 + 1024 * 1024 + 1024 * 2
+    forward = 2 * (2 * batch_size * (macs + heads) + batch_size * 256 * 7)
+    return 3.0 * forward
+
+
 def _peak(dtype: str) -> float | None:
     kind = jax.devices()[0].device_kind
     if "PCIe" in kind or "NVL" in kind:  # lower clocks than the SXM parts' datasheet rates
@@ -114,6 +159,45 @@ def _alexnet_dann(dtype: str, variants: dict | None) -> tuple[Network, Method]:
     return build_from_config(config, 7, mean=MEAN, std=STD)
 
 
+def _resnet_config(arch: str, dtype: str):
+    """TLlib's DANN recipe on ``arch`` (``configs/office31_dann_resnet50.py``), random init."""
+    config = config_lib.base_config()
+    config.adaptation = "dann"
+    config.model.arch, config.model.pretrained, config.model.dtype = arch, "none", dtype
+    config.model.bottleneck, config.model.domain_hidden = 256, "1024,1024"
+    config.model.domain_init_from_classifier = False
+    config.grl.schedule, config.grl.coefficient, config.grl.gamma = "dann", 1.0, 20.0
+    opt = config.optimizer
+    opt.learning_rate, opt.weight_decay, opt.schedule = 0.01, 1e-3, "annealed"
+    opt.backbone_lr_multiplier = 0.1
+    config_lib.validate(config)
+    return config
+
+
+def _model(arch: str, dtype: str, variants: dict | None):
+    """``(network, method, optimizer_for, schedule_for, learning rate)`` of the timed step."""
+    if arch == "alexnet":
+        network, method = _alexnet_dann(dtype, variants)
+
+        def optimizer_for(lr, course):
+            return make_optimizer(
+                "sgd",
+                lr,
+                momentum=0.9,
+                weight_decay=5e-5,
+                steps_per_epoch=course["steps_per_epoch"],
+            )
+
+        def schedule_for(lr, course):
+            return learning_rate_schedule(lr, steps_per_epoch=course["steps_per_epoch"])
+
+        return network, method, optimizer_for, schedule_for, 1e-3
+    config = _resnet_config(arch, dtype)
+    network, method = build_from_config(config, 7, mean=MEAN, std=STD)
+    optimizer_for, schedule_for = optimizer_factories(config.optimizer)
+    return network, method, optimizer_for, schedule_for, config.optimizer.learning_rate
+
+
 def _initial_params(network: Network, method: Method, image_size: int) -> tuple[dict, dict]:
     """``(params, model_state)``: random, then the method's adjustment (as training starts)."""
     image_shape = (image_size, image_size, 3)
@@ -129,21 +213,16 @@ def time_jax(
     profile_dir: str | None = None,
     compiler_options: dict | None = None,
     variants: dict | None = None,
+    arch: str = "alexnet",
+    between=None,
 ) -> dict:
+    """The fused step's timings; ``between()``, if given, runs after each timed step (untimed:
+    ``--interleave`` times a torch step there, so both frameworks see the same load)."""
     jit = functools.partial(jax.jit, compiler_options=compiler_options or {})
-    network, method = _alexnet_dann(dtype, variants)
+    network, method, optimizer_for, schedule_for, lr = _model(arch, dtype, variants)
     course = make_course(steps_per_epoch=100, total_steps=steps + warmup)
-
-    def optimizer_for(lr, course):
-        return make_optimizer(
-            "sgd", lr, momentum=0.9, weight_decay=5e-5, steps_per_epoch=course["steps_per_epoch"]
-        )
-
-    def schedule_for(lr, course):
-        return learning_rate_schedule(lr, steps_per_epoch=course["steps_per_epoch"])
-
     params, model_state = _initial_params(network, method, image_size)
-    learning_rate = jnp.float32(1e-3)
+    learning_rate = jnp.float32(lr)
     state = TrainState(
         jnp.zeros((), jnp.int32),
         params,
@@ -167,7 +246,10 @@ def time_jax(
     started = time.perf_counter()
     compiled = step.lower(state, batch, key, course).compile()
     compile_s = time.perf_counter() - started
-    flops = alexnet_dann_train_flops(batch_size, image_size)
+    if arch == "alexnet":
+        flops = alexnet_dann_train_flops(batch_size, image_size)
+    else:
+        flops = resnet_dann_train_flops(arch, batch_size, image_size)
     for _ in range(warmup):
         state, metrics = compiled(state, batch, key, course)
     jax.block_until_ready(state)
@@ -177,6 +259,8 @@ def time_jax(
         state, metrics = compiled(state, batch, key, course)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - started)
+        if between is not None:
+            between()
     profile = None
     if profile_dir:  # for TensorBoard's profile plugin or Perfetto, and summarised below
         with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
@@ -300,16 +384,19 @@ def breakdown(
     dtype: str,
     compiler_options: dict | None = None,
     variants: dict | None = None,
+    arch: str = "alexnet",
 ) -> dict:
     """Seconds of the step's parts, each jitted alone (median of ``steps``): the feature stack's
-    forward and forward + backward over 2B images, both heads' forward + backward on fixed
-    features, and the SGD update over all parameters. They overlap less than the fused step."""
+    forward and forward + backward over 2B images (in train mode: a ResNet's BatchNorm uses the
+    batch's statistics), the heads' (bottleneck, label and domain classifiers) forward +
+    backward on fixed features, and the optimizer update over all parameters. They overlap less
+    than the fused step."""
     jit = functools.partial(jax.jit, compiler_options=compiler_options or {})
     import optax
 
     from jaxdann.models.grl import reverse_gradient
 
-    network, method = _alexnet_dann(dtype, variants)
+    network, method, optimizer_for, _, lr = _model(arch, dtype, variants)
     rng = np.random.default_rng(0)
     shape = (2 * batch_size, image_size, image_size, 3)
     images = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
@@ -329,6 +416,8 @@ def breakdown(
         return jnp.sum(extract({"features": features_params}, x).astype(jnp.float32) ** 2)
 
     def heads_loss(p, features):
+        if "bottleneck" in network.names:
+            features = run(p, "bottleneck", features)
         class_logits = run(p, "classifier", features[:batch_size])
         domain_logits = run(p, "domain_classifier", reverse_gradient(features, 0.1))
         return (
@@ -336,7 +425,7 @@ def breakdown(
             + cross_entropy(domain_logits, domains).mean()
         )
 
-    optimizer = make_optimizer("sgd", 1e-3, momentum=0.9, weight_decay=5e-5, steps_per_epoch=100)
+    optimizer = optimizer_for(jnp.float32(lr), make_course(100, steps + 1))
     opt_state = optimizer.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
 
@@ -364,6 +453,108 @@ def breakdown(
             jit(jax.grad(heads_loss)), params, features, steps=steps
         ),
         "sgd_update_s": float(np.median(update_times)),
+    }
+
+
+def _time_torch_steps(step, device: str, steps: int, warmup: int) -> tuple[float, float]:
+    """``(median, min)`` seconds of ``step()`` after ``warmup`` calls."""
+    import torch
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)), float(np.min(times))
+
+
+def tllib_step(arch: str, batch_size: int, image_size: int):
+    """``(step, device)``: TLlib's DANN step in torch eager
+    (examples/domain_adaptation/image_classification/dann.py) with the model ``_resnet_config``
+    describes: one forward over source + target, one backward, SGD (backbone at 0.1 x) and the
+    per-iteration learning-rate and reversal schedules."""
+    import torch
+    import torchvision
+    from torch import nn
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    class ReverseLayer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, alpha):
+            ctx.alpha = alpha
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad.neg() * ctx.alpha, None
+
+    torch.manual_seed(0)
+    backbone = getattr(torchvision.models, arch)(weights=None)
+    width = backbone.fc.in_features
+    backbone.fc = nn.Identity()
+    bottleneck = nn.Sequential(nn.Linear(width, 256), nn.BatchNorm1d(256), nn.ReLU())
+    head = nn.Linear(256, 7)
+    domain = nn.Sequential(
+        *(nn.Dropout(0.5), nn.Linear(256, 1024), nn.ReLU()),
+        *(nn.Dropout(0.5), nn.Linear(1024, 1024), nn.ReLU()),
+        nn.Linear(1024, 2),
+    )
+    nn.ModuleList([backbone, bottleneck, head, domain]).to(device).train()
+    others = [p for m in (bottleneck, head, domain) for p in m.parameters()]
+    groups = [{"params": backbone.parameters(), "lr": 0.1}, {"params": others, "lr": 1.0}]
+    optimizer = torch.optim.SGD(groups, lr=1.0, momentum=0.9, weight_decay=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: 0.01 * (1.0 + 0.001 * i) ** -0.75
+    )
+    shape = (batch_size, 3, image_size, image_size)
+    source = torch.randn(shape, device=device)
+    target = torch.randn(shape, device=device)
+    labels = torch.randint(0, 7, (batch_size,), device=device)
+    domains = torch.cat([torch.zeros(batch_size), torch.ones(batch_size)]).long().to(device)
+    iteration = [0]
+
+    def step():
+        features = bottleneck(backbone(torch.cat((source, target))))
+        class_loss = nn.functional.cross_entropy(head(features[:batch_size]), labels)
+        alpha = 2.0 / (1.0 + np.exp(-iteration[0] / 1000.0)) - 1.0
+        domain_logits = domain(ReverseLayer.apply(features, alpha))
+        loss = class_loss + nn.functional.cross_entropy(domain_logits, domains)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        iteration[0] += 1
+
+    return step, device
+
+
+def time_torch_tllib(arch: str, batch_size: int, image_size: int, steps: int, warmup: int) -> dict:
+    """:func:`tllib_step`'s timings."""
+
+    step, device = tllib_step(arch, batch_size, image_size)
+    median, fastest = _time_torch_steps(step, device, steps, warmup)
+    return _tllib_result(device, median, fastest, batch_size)
+
+
+def _tllib_result(device: str, median: float, fastest: float, batch_size: int) -> dict:
+    import torch
+
+    return {
+        "framework": f"torch {torch.__version__} eager ({device}), TLlib-style DANN",
+        "dtype": "float32",
+        "threads": torch.get_num_threads(),
+        "step_s_median": median,
+        "step_s_min": fastest,
+        "images_per_second": 2 * batch_size / median,
     }
 
 
@@ -441,7 +632,22 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument(
+        "--arch",
+        choices=("alexnet", "resnet18", "resnet34", "resnet50"),
+        default="alexnet",
+        help="alexnet: the seed's step; resnet*: TLlib's DANN recipe (see above)",
+    )
     parser.add_argument("--compare-torch", action="store_true")
+    parser.add_argument(
+        "--torch-threads", type=int, default=0, help="torch's intra-op threads (0: its default)"
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="resnet* with --compare-torch: alternate jax and torch steps (a shared machine's "
+        "load then falls on both alike)",
+    )
     parser.add_argument(
         "--breakdown", action="store_true", help="also time the step's parts, each jitted alone"
     )
@@ -475,13 +681,28 @@ def main(argv=None) -> int:
         "benchmark": "train_step",
         "device": f"{device.platform}:{device.device_kind}",
         "cpu_count": os.cpu_count(),
+        "arch": args.arch,
         "batch_size": args.batch_size,
         "image_size": args.image_size,
         "steps": args.steps,
         "jax_version": jax.__version__,
         "compiler_options": options,
+        "load_average_before": os.getloadavg()[0],
         **variants,
     }
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    between, torch_times = None, []
+    interleave = args.compare_torch and args.interleave and args.arch != "alexnet"
+    if interleave:
+        torch_step, torch_device = tllib_step(args.arch, args.batch_size, args.image_size)
+        _time_torch_steps(torch_step, torch_device, args.warmup, 0)
+
+        def between():
+            torch_times.append(_time_torch_steps(torch_step, torch_device, 1, 0)[0])
+
     jax_result = time_jax(
         args.batch_size,
         args.image_size,
@@ -491,7 +712,10 @@ def main(argv=None) -> int:
         args.profile,
         compiler_options=options,
         variants=variants,
+        arch=args.arch,
+        between=between,
     )
+    jax_result["load_average_after"] = os.getloadavg()[0]  # the machine may be shared
     profile = jax_result.pop("profile", None)
     print("jax  :", json.dumps(jax_result), flush=True)
     if profile is not None:
@@ -508,11 +732,22 @@ def main(argv=None) -> int:
             args.dtype,
             compiler_options=options,
             variants=variants,
+            arch=args.arch,
         )
         print("parts:", json.dumps(parts), flush=True)
         result["breakdown"] = parts
     if args.compare_torch:
-        torch_result = time_torch(args.batch_size, args.image_size, args.steps, args.warmup)
+        if interleave:
+            median, fastest = float(np.median(torch_times)), float(np.min(torch_times))
+            torch_result = _tllib_result(torch_device, median, fastest, args.batch_size)
+            torch_result["interleaved"] = True
+        elif args.arch == "alexnet":
+            torch_result = time_torch(args.batch_size, args.image_size, args.steps, args.warmup)
+        else:
+            torch_result = time_torch_tllib(
+                args.arch, args.batch_size, args.image_size, args.steps, args.warmup
+            )
+        torch_result["load_average_after"] = os.getloadavg()[0]
         print("torch:", json.dumps(torch_result), flush=True)
         result["torch"] = torch_result
         result["speedup_vs_torch"] = (

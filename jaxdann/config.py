@@ -69,6 +69,7 @@ def _method_config() -> ml_collections.ConfigDict:
     method.mcc_weight = 0.0  # > 0: add the MCC loss on target to any method
     method.delta = 1.0  # afn: the feature-norm step
     method.afn_weight = 0.05  # afn: weight of the feature-norm loss
+    method.afn_bottleneck = 1000  # afn: its bottleneck's width where model.bottleneck is 0
     return method
 
 
@@ -121,12 +122,13 @@ def base_config() -> ml_collections.ConfigDict:
     # on space-to-depth input; the max-pool gradient written out or XLA's select_and_scatter.
     config.model.stem = "conv"  # conv | space_to_depth
     config.model.pool_gradient = "first_max"  # first_max | xla
+    config.model.batchnorm = "train"  # resnet*: train | frozen (fixed statistics, as DomainBed)
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "pacs"  # pacs | digits (the embedded demo)
+    config.data.name = "pacs"  # a dataset (jaxdann.data.DATASETS); demo = the embedded demo
     config.data.format = "folder"  # folder | tfds
-    config.data.root = ""  # "" = $JAXDANN_PACS_ROOT or ../shared/data/PACS
-    config.data.source = "photo"
+    config.data.root = ""  # "" = the dataset's $JAXDANN_<NAME>_ROOT (PACS: ../shared/data/PACS)
+    config.data.source = "photo"  # one domain, or several (photo,cartoon): their union
     config.data.target = "art_painting"
     config.data.validation = "cartoon,sketch"  # held-out domains for model selection ("" = none)
     config.data.resize = 256
@@ -138,7 +140,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.cache_dir = ""  # "" = $JAXDANN_CACHE_DIR or ~/.cache/jaxdann
     config.data.limit = 0  # >0: use at most this many images per domain (quick checks)
     config.data.shard_per_host = False  # each process loads only its share (multi-host)
-    config.data.target_renderings = 1  # digits: renderings of each unlabelled target-train digit
+    config.data.target_renderings = 1  # demo: renderings of each unlabelled target-train digit
 
     config.method = _method_config()
 
@@ -172,7 +174,7 @@ def demo_config() -> ml_collections.ConfigDict:
     config.model.domain_hidden = "100"
     config.model.domain_init_from_classifier = False
     config.model.dropout_rate = 0.0
-    config.data.name = "digits"
+    config.data.name = "demo"
     config.data.source = "digits"
     config.data.target = "digits_textured"
     config.data.validation = "source_holdout"
@@ -299,6 +301,7 @@ _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.stem": ("conv", "space_to_depth"),
     "model.pool_gradient": ("first_max", "xla"),
+    "model.batchnorm": ("train", "frozen"),
     "data.format": ("folder", "tfds"),
     "data.on_bad": ("error", "skip"),
 }
@@ -349,10 +352,10 @@ def validate(config) -> None:
     _validate_registered(config, flat)
     if flat["data.crop"] > flat["data.resize"]:
         raise ConfigError("config key data.crop must not exceed data.resize.")
-    if flat["data.target_renderings"] != 1 and flat["data.name"] != "digits":
+    if flat["data.target_renderings"] != 1 and flat["data.name"] != "demo":
         raise ConfigError(
-            "config key data.target_renderings applies to the digits demo only; "
-            "leave it at 1 for PACS."
+            "config key data.target_renderings applies to the digits demo (data.name=demo) "
+            f"only; leave it at 1 for data.name={flat['data.name']}."
         )
     if not 0 <= flat["grl.warmup_epochs"] < flat["epochs"]:
         raise ConfigError("config key grl.warmup_epochs must be at least 0 and below epochs.")

@@ -1,8 +1,9 @@
-"""torchvision AlexNet weights -> Flax params, and the command that writes them to ``weights/``.
+"""torchvision AlexNet and ResNet weights -> Flax variables, and the command that writes them.
 
 python -m jaxdann.convert --torch-weights alexnet-owt-7be5be79.pth \
     --output weights/alexnet_imagenet.msgpack
 python -m jaxdann.convert --output weights/alexnet_imagenet.msgpack   # asks torchvision (network)
+python -m jaxdann.convert --arch resnet50 --output weights/resnet50_imagenet.msgpack
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import jax
 import numpy as np
 
 from jaxdann.errors import ConfigError, ConversionError, exit_code, is_user_error
+from jaxdann.models.resnet import RESNET_STAGES, ResNet
 
 __all__ = [
+    "ARCHS",
     "TORCH_TO_FLAX",
     "ConversionError",
     "torchvision_to_flax",
+    "resnet_to_flax",
     "save_params",
     "load_params",
     "main",
@@ -39,6 +43,7 @@ TORCH_TO_FLAX: dict[str, tuple[tuple[str, ...], str]] = {
     "classifier.4": (("classifier", "hidden_1"), "linear"),
     "classifier.6": (("classifier", "output"), "linear"),
 }
+ARCHS = ("alexnet", *RESNET_STAGES)
 # The feature map entering the first linear layer: 256 channels of 6x6.
 _POOLED_CHANNELS, _POOLED_SIZE = 256, 6
 
@@ -71,12 +76,20 @@ def _expected_weight_shape(kind: str, weight: np.ndarray) -> str | None:
     return None
 
 
-def torchvision_to_flax(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Converts a ``torchvision.models.alexnet`` state dict (torch tensors or numpy arrays).
+def torchvision_to_flax(state_dict: Mapping[str, Any], arch: str = "alexnet") -> dict[str, Any]:
+    """Converts a torchvision state dict (torch tensors or numpy arrays) of model ``arch``.
 
-    Returns ``{"features": {...}, "classifier": {...}}`` for :class:`jaxdann.models.AlexNet`.
-    Raises :class:`ConversionError` listing every missing key, unexpected key and bad shape.
+    ``alexnet``: ``{"features": {...}, "classifier": {...}}``, the params of
+    :class:`jaxdann.models.AlexNet` (which holds nothing else). ``resnet18``, ``resnet34``,
+    ``resnet50``: ``{"params": {"features", "classifier"}, "batch_stats": {"features"}}`` for
+    :class:`jaxdann.models.ResNet` (torch's ``fc`` is the classifier's ``output``). Every array
+    is a float32 numpy copy. Raises :class:`ConversionError` listing every missing key,
+    unexpected key and bad shape.
     """
+    if arch in RESNET_STAGES:
+        return resnet_to_flax(state_dict, arch)
+    if arch != "alexnet":
+        raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}.")
     expected = {f"{prefix}.{leaf}" for prefix in TORCH_TO_FLAX for leaf in ("weight", "bias")}
     given = set(state_dict)
     problems = []
@@ -127,6 +140,88 @@ def _check_chain(params: dict[str, Any]) -> list[str]:
     return problems
 
 
+# Flax leaf -> torch leaf; Flax module name -> torch module path (ResNet).
+_RESNET_LEAVES = {
+    "kernel": "weight",
+    "scale": "weight",
+    "bias": "bias",
+    "mean": "running_mean",
+    "var": "running_var",
+}
+_RESNET_MODULES = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
+
+
+def _resnet_torch_key(path: tuple[str, ...]) -> str:
+    """``("features", "layer1_0", "downsample_bn", "scale")`` -> ``layer1.0.downsample.1.weight``;
+    the classifier's ``output`` is torch's ``fc``."""
+    part, *modules, leaf = path
+    if part == "classifier":
+        names = ["fc"]
+    else:
+        names = [_RESNET_MODULES.get(m, m.replace("_", ".")) for m in modules]
+    return ".".join([*names, _RESNET_LEAVES[leaf]])
+
+
+def _to_flax_layout(value: np.ndarray) -> np.ndarray:
+    if value.ndim == 4:  # conv OIHW -> HWIO
+        value = value.transpose(2, 3, 1, 0)
+    elif value.ndim == 2:  # linear (out, in) -> (in, out)
+        value = value.T
+    return np.ascontiguousarray(value)
+
+
+def _torch_shape(flax_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(flax_shape) == 4:
+        return tuple(flax_shape[i] for i in (3, 2, 0, 1))
+    return tuple(reversed(flax_shape)) if len(flax_shape) == 2 else tuple(flax_shape)
+
+
+def _resnet_template(arch: str, num_classes: int) -> dict[str, dict[str, tuple[str, tuple]]]:
+    """``{collection: {torch key: (Flax path, Flax shape)}}`` of ``ResNet(arch, num_classes)``."""
+    images = jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
+    model = ResNet(arch, num_classes)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), images)
+    template: dict[str, dict[str, tuple[str, tuple]]] = {}
+    for collection, tree in variables.items():
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            names = tuple(key.key for key in path)
+            template.setdefault(collection, {})[_resnet_torch_key(names)] = (names, leaf.shape)
+    return template
+
+
+def resnet_to_flax(state_dict: Mapping[str, Any], arch: str) -> dict[str, Any]:
+    """A ``torchvision.models.resnet18/34/50`` state dict -> ``{"params", "batch_stats"}``
+    (see :func:`torchvision_to_flax`). The class count is read from ``fc.weight``; BatchNorm's
+    ``num_batches_tracked`` counters are accepted and dropped (momentum does not use them)."""
+    fc = state_dict.get("fc.weight")
+    num_classes = int(np.shape(fc)[0]) if fc is not None and np.ndim(fc) == 2 else 1000
+    template = _resnet_template(arch, num_classes)
+    expected = {key for keys in template.values() for key in keys}
+    counters = {k.rsplit(".", 1)[0] + ".num_batches_tracked" for k in expected if "running" in k}
+    given = set(state_dict)
+    problems = []
+    if missing := sorted(expected - given):
+        problems.append("missing keys: " + ", ".join(missing))
+    if extra := sorted(given - expected - counters):
+        problems.append("unexpected keys: " + ", ".join(extra))
+    variables: dict[str, Any] = {}
+    for collection, keys in template.items():
+        for key, (path, shape) in keys.items():
+            if key not in given:
+                continue
+            value = _as_numpy(state_dict[key])
+            if value.shape != _torch_shape(shape):
+                problems.append(f"{key} has shape {value.shape}, expected {_torch_shape(shape)}")
+                continue
+            node = variables.setdefault(collection, {})
+            for name in path[:-1]:
+                node = node.setdefault(name, {})
+            node[path[-1]] = _to_flax_layout(value)
+    if problems:
+        raise ConversionError(f"not a torchvision {arch} state dict: " + "; ".join(problems))
+    return variables
+
+
 def save_params(params: Mapping[str, Any], path: str) -> None:
     """Writes params as msgpack (atomically: a half-written file never replaces a good one)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -147,8 +242,8 @@ def load_params(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         shown = path if os.path.isabs(path) else f"{path} ({os.path.abspath(path)})"
         raise FileNotFoundError(
-            f"weights file {shown} does not exist; convert the ImageNet AlexNet with "
-            f"`python -m jaxdann.convert --output {path}` (see weights/README.md) "
+            f"weights file {shown} does not exist; convert ImageNet weights with "
+            f"`python -m jaxdann.convert [--arch ARCH] --output {path}` (see weights/README.md) "
             "or set --config.model.pretrained=none for random init."
         )
     with open(path, "rb") as f:
@@ -167,7 +262,40 @@ def _to_numpy_tree(tree):
     return np.asarray(tree)
 
 
-def _load_torch_state_dict(torch_weights: str | None) -> Mapping[str, Any]:
+def _torchvision_weights(arch: str):
+    """torchvision's ImageNet weights for ``arch``: the original release (``IMAGENET1K_V1``),
+    the one TLlib's and DomainBed's ResNet-50 results start from."""
+    try:
+        from torchvision import models
+    except ImportError as error:
+        raise ConfigError(
+            "jaxdann.convert needs torchvision: pip install 'jaxdann[convert]'"
+        ) from error
+    enum = {"alexnet": "AlexNet_Weights", "resnet18": "ResNet18_Weights"}.get(arch)
+    enum = enum or {"resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}[arch]
+    return getattr(models, enum).IMAGENET1K_V1
+
+
+def _read_pth(torch, torch_weights: str, arch: str) -> Mapping[str, Any]:
+    if not os.path.isfile(torch_weights):
+        what = "is a folder" if os.path.isdir(torch_weights) else "does not exist"
+        raise ConfigError(f"--torch-weights {torch_weights} {what}; name a .pth file.")
+    try:
+        state = torch.load(torch_weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling, zip and tensor errors all differ in type
+        # torch's own message suggests weights_only=False (running the file's code) and may
+        # hold terminal colour codes: only the kind of failure is shown.
+        raise ConversionError(
+            f"--torch-weights {torch_weights}: not a state_dict file torch can read safely "
+            f"({type(error).__name__}); pass torchvision's {arch} .pth or a file written by "
+            "torch.save(model.state_dict(), PATH)."
+        ) from None
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+def _load_torch_state_dict(torch_weights: str | None, arch: str = "alexnet") -> Mapping[str, Any]:
     try:
         import torch
     except ImportError as error:
@@ -175,47 +303,26 @@ def _load_torch_state_dict(torch_weights: str | None) -> Mapping[str, Any]:
             "jaxdann.convert needs torch: pip install 'jaxdann[convert]' (torch, torchvision)"
         ) from error
     if torch_weights is not None:
-        if not os.path.isfile(torch_weights):
-            what = "is a folder" if os.path.isdir(torch_weights) else "does not exist"
-            raise ConfigError(f"--torch-weights {torch_weights} {what}; name a .pth file.")
-        try:
-            state = torch.load(torch_weights, map_location="cpu", weights_only=True)
-        except Exception as error:  # unpickling, zip and tensor errors all differ in type
-            # torch's own message suggests weights_only=False (running the file's code) and may
-            # hold terminal colour codes: only the kind of failure is shown.
-            raise ConversionError(
-                f"--torch-weights {torch_weights}: not a state_dict file torch can read safely "
-                f"({type(error).__name__}); pass torchvision's alexnet-owt-7be5be79.pth or a "
-                "file written by torch.save(model.state_dict(), PATH)."
-            ) from None
-        if isinstance(state, Mapping) and "state_dict" in state:
-            state = state["state_dict"]
-        return state
-    try:
-        from torchvision.models import AlexNet_Weights
-    except ImportError as error:
-        raise ConfigError(
-            "jaxdann.convert needs torchvision: pip install 'jaxdann[convert]'"
-        ) from error
-    weights = AlexNet_Weights.IMAGENET1K_V1
+        return _read_pth(torch, torch_weights, arch)
+    weights = _torchvision_weights(arch)
     try:
         return weights.get_state_dict(progress=True)
     except Exception as error:  # URLError, socket errors, HTTP errors...
         raise ConversionError(
             f"could not download {weights.url} ({type(error).__name__}); download that "
-            "file on a machine with network access and run "
-            "`python -m jaxdann.convert --torch-weights alexnet-owt-7be5be79.pth --output PATH`."
+            "file on a machine with network access and run `python -m jaxdann.convert "
+            f"--arch {arch} --torch-weights {os.path.basename(weights.url)} --output PATH`."
         ) from error
 
 
-def _convert(state_dict, source: str) -> dict[str, Any]:
+def _convert(state_dict, source: str, arch: str = "alexnet") -> dict[str, Any]:
     if not isinstance(state_dict, Mapping):
         raise ConversionError(
             f"{source} holds a {type(state_dict).__name__}, not a state_dict; save one with "
             "torch.save(model.state_dict(), PATH)."
         )
     try:
-        return torchvision_to_flax(state_dict)
+        return torchvision_to_flax(state_dict, arch)
     except ConversionError as error:
         raise ConversionError(f"{source}: {error}") from None
 
@@ -223,27 +330,31 @@ def _convert(state_dict, source: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jaxdann.convert",
-        description="Convert torchvision AlexNet weights into a jaxdann weights file.",
+        description="Convert torchvision AlexNet or ResNet weights into a jaxdann weights file.",
     )
-    parser.add_argument("--torch-weights", help="a torchvision alexnet .pth (default: download)")
+    parser.add_argument("--arch", choices=ARCHS, default="alexnet", help="default: %(default)s")
+    parser.add_argument("--torch-weights", help="a torchvision .pth of --arch (default: download)")
     parser.add_argument(
         "--output",
-        default="weights/alexnet_imagenet.msgpack",
-        help="the jaxdann weights file to write (default: %(default)s, what "
-        "model.pretrained reads by default)",
+        help="the jaxdann weights file to write (default: weights/ARCH_imagenet.msgpack; "
+        "weights/alexnet_imagenet.msgpack is what model.pretrained reads by default)",
     )
     args = parser.parse_args(argv)
+    output = args.output or f"weights/{args.arch}_imagenet.msgpack"
     try:
-        state_dict = _load_torch_state_dict(args.torch_weights)
-        params = _convert(state_dict, args.torch_weights or "the downloaded file")
-        save_params(params, args.output)
+        state_dict = _load_torch_state_dict(args.torch_weights, args.arch)
+        converted = _convert(state_dict, args.torch_weights or "the downloaded file", args.arch)
+        save_params(converted, output)
     except Exception as error:
         if not is_user_error(error):
             raise
         print(f"error: {error}", file=sys.stderr)
         return exit_code(error)
+    params = converted.get("params", converted)
     count = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
-    print(f"wrote {args.output} ({count:,} parameters)")
+    statistics = sum(leaf.size for leaf in jax.tree_util.tree_leaves(converted.get("batch_stats")))
+    extra = f", {statistics:,} BatchNorm statistics" if statistics else ""
+    print(f"wrote {output} ({count:,} parameters{extra})")
     return 0
 
 

@@ -3,6 +3,7 @@
 import os
 import re
 
+import jax
 import numpy as np
 import pytest
 
@@ -140,3 +141,99 @@ def test_converted_params_do_not_alias_torch_tensors():
     with torch.no_grad():
         model.classifier[6].bias.add_(1.0)  # torch trains in place
     np.testing.assert_array_equal(params["classifier"]["output"]["bias"], before)
+
+
+# -- ResNets -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet18_state_dict():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=7).state_dict()
+
+
+def test_resnet_layouts_and_statistics(resnet18_state_dict):
+    variables = torchvision_to_flax(resnet18_state_dict, "resnet18")
+    assert set(variables) == {"params", "batch_stats"}
+    params, stats = variables["params"], variables["batch_stats"]
+    conv = resnet18_state_dict["layer2.0.downsample.0.weight"].numpy()  # (128, 64, 1, 1)
+    np.testing.assert_array_equal(
+        params["features"]["layer2_0"]["downsample_conv"]["kernel"], conv.transpose(2, 3, 1, 0)
+    )
+    norm = "layer3.1.bn2"
+    layer = ("layer3_1", "bn2")
+    np.testing.assert_array_equal(
+        params["features"][layer[0]][layer[1]]["scale"], resnet18_state_dict[f"{norm}.weight"]
+    )
+    np.testing.assert_array_equal(
+        stats["features"][layer[0]][layer[1]]["var"], resnet18_state_dict[f"{norm}.running_var"]
+    )
+    fc = resnet18_state_dict["fc.weight"].numpy()
+    np.testing.assert_array_equal(params["classifier"]["output"]["kernel"], fc.T)
+    assert all(leaf.flags.c_contiguous for leaf in jax.tree_util.tree_leaves(variables))
+    without_counters = {k: v for k, v in resnet18_state_dict.items() if "num_batches" not in k}
+    again = torchvision_to_flax(without_counters, "resnet18")
+    jax.tree.map(np.testing.assert_array_equal, again, variables)
+
+
+def test_resnet_problems_are_listed_at_once(resnet18_state_dict):
+    broken = dict(resnet18_state_dict)
+    del broken["layer1.0.bn1.running_mean"]
+    broken["layer5.0.conv1.weight"] = torch.zeros(3)
+    broken["layer2.1.conv2.weight"] = torch.zeros(128, 128, 1, 1)
+    with pytest.raises(ConversionError) as error:
+        torchvision_to_flax(broken, "resnet18")
+    message = str(error.value)
+    assert message.startswith("not a torchvision resnet18 state dict")
+    assert "missing keys: layer1.0.bn1.running_mean" in message
+    assert "unexpected keys: layer5.0.conv1.weight" in message
+    assert "layer2.1.conv2.weight has shape (128, 128, 1, 1), expected (128, 128, 3, 3)" in message
+    # ResNet-18 weights read as ResNet-50: the bottleneck layers are missing.
+    with pytest.raises(ConversionError, match=r"missing keys: .*layer1\.0\.conv3\.weight"):
+        torchvision_to_flax(resnet18_state_dict, "resnet50")
+
+
+def test_resnet_conversion_copies_torch_memory():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None)
+    variables = torchvision_to_flax(model.state_dict(), "resnet18")
+    bias = variables["params"]["classifier"]["output"]["bias"].copy()
+    mean = variables["batch_stats"]["features"]["bn1"]["mean"].copy()
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+        model.bn1.running_mean.add_(1.0)
+    np.testing.assert_array_equal(variables["params"]["classifier"]["output"]["bias"], bias)
+    np.testing.assert_array_equal(variables["batch_stats"]["features"]["bn1"]["mean"], mean)
+
+
+def test_cli_converts_a_resnet_and_training_reads_it(tmp_path, resnet18_state_dict, capsys):
+    from jaxdann.config import base_config
+    from jaxdann.training.model_setup import read_pretrained
+
+    pth = tmp_path / "resnet18.pth"
+    torch.save(resnet18_state_dict, pth)
+    output = tmp_path / "resnet18.msgpack"
+    args = ["--arch", "resnet18", "--torch-weights", str(pth), "--output", str(output)]
+    assert convert.main(args) == 0
+    assert "11,180,103 parameters, 9,600 BatchNorm statistics" in capsys.readouterr().out
+    config = base_config()
+    config.model.arch, config.model.pretrained = "resnet18", str(output)
+    loaded = read_pretrained(config)
+    expected = torchvision_to_flax(resnet18_state_dict, "resnet18")
+    jax.tree.map(np.testing.assert_array_equal, loaded, expected)
+    # A ResNet file given to AlexNet (and the other way round) names what does not fit.
+    assert convert.main(["--torch-weights", str(pth), "--output", str(tmp_path / "a")]) == 1
+    assert "not a torchvision AlexNet" in _error_line(capsys)
+
+
+def test_offline_resnet_download_names_the_file_to_fetch(tmp_path, monkeypatch, capsys):
+    from torchvision.models import ResNet50_Weights
+
+    def offline(self, *args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(type(ResNet50_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    assert convert.main(["--arch", "resnet50", "--output", str(tmp_path / "r.msgpack")]) == 1
+    message = _error_line(capsys)
+    assert "could not download https://" in message
+    assert "--arch resnet50 --torch-weights resnet50-0676ba61.pth" in message

@@ -356,6 +356,46 @@ def test_batch_norm_matches_torch_in_train_and_eval_mode(shape):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["train", "frozen"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_batch_norm_gradients_on_feature_maps_match_torch(dtype, frozen):
+    """Train mode on NHWC maps (the custom VJPs): gradients of input, scale and bias, and the
+    statistics, against torch's BatchNorm2d in float64 (bfloat16 input to its precision);
+    ``frozen`` against torch's BatchNorm2d in eval mode (statistics unchanged)."""
+    rng = np.random.default_rng(1)
+    x = (3.0 + 2.0 * rng.standard_normal((4, 6, 5, 8))).astype(np.float32)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+    torch.manual_seed(0)
+    norm = torch.nn.BatchNorm2d(8).double().train(not frozen)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(8) + 0.5)
+        norm.bias.copy_(torch.randn(8))
+        norm.running_mean.copy_(3.0 + torch.randn(8))
+        norm.running_var.copy_(4.0 + torch.rand(8))
+    variables = _torch_batch_norm_state(norm)
+    x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float64)).requires_grad_(True)
+    (norm(x_torch) * torch.from_numpy(upstream.transpose(0, 3, 1, 2))).sum().backward()
+
+    def loss(params, x):
+        y, updates = BatchNorm(frozen=frozen).apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return jnp.sum(y.astype(jnp.float32) * upstream), updates["batch_stats"]
+
+    grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
+    (grads, grad_x), stats = grad_fn(variables["params"], jnp.asarray(x, dtype))
+    tolerance = 1e-4 if dtype == jnp.float32 else 2e-2
+    expected_x = x_torch.grad.numpy().transpose(0, 2, 3, 1)
+    _assert_close_to_scale(np.asarray(grad_x, np.float32), expected_x, tolerance)
+    _assert_close_to_scale(grads["scale"], norm.weight.grad.numpy(), tolerance)
+    _assert_close_to_scale(grads["bias"], norm.bias.grad.numpy(), tolerance)
+    for name, running in (("mean", norm.running_mean), ("var", norm.running_var)):
+        _assert_close_to_scale(stats[name], running.detach().numpy(), tolerance)
+
+
 def test_bottleneck_matches_torch_linear_batch_norm_relu_in_train_mode():
     torch.manual_seed(0)
     width, fan_in = 6, 10

@@ -2,9 +2,16 @@
 
 from jaxdann.models.alexnet import MIN_ALEXNET_SIZE, AlexNet, AlexNetFeatures
 from jaxdann.models.backbones import BACKBONES, Backbone, feature_width
-from jaxdann.models.heads import BatchNorm, Bottleneck, MLPHead
-from jaxdann.models.layers import SpaceToDepthConv, adaptive_avg_pool, max_pool, torch_uniform
+from jaxdann.models.heads import Bottleneck, MLPHead
+from jaxdann.models.layers import (
+    BatchNorm,
+    SpaceToDepthConv,
+    adaptive_avg_pool,
+    max_pool,
+    torch_uniform,
+)
 from jaxdann.models.network import Network, Parts
+from jaxdann.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNetFeatures
 from jaxdann.models.small_cnn import SmallCNNFeatures
 
 __all__ = [
@@ -18,6 +25,11 @@ __all__ = [
     "MLPHead",
     "Network",
     "Parts",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNetFeatures",
     "SmallCNNFeatures",
     "SpaceToDepthConv",
     "adaptive_avg_pool",

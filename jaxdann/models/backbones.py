@@ -15,7 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdann.errors import ConfigError
 from jaxdann.models.alexnet import MIN_ALEXNET_SIZE, AlexNetFeatures
+from jaxdann.models.resnet import RESNET_STAGES, ResNetFeatures
 from jaxdann.models.small_cnn import SmallCNNFeatures
 from jaxdann.registry import Registry
 
@@ -29,9 +31,10 @@ class Backbone:
     ``features(model_config, dtype)`` builds the Flax feature extractor (NHWC float images ->
     ``[batch, width]`` features); ``classifier_hidden`` are the label classifier's hidden
     widths (torchvision AlexNet: 4096, 4096; a ResNet: none, a single linear layer);
+    ``min_size`` the smallest image side it is checked on (ResNets: 32 px);
     ``convert(state_dict)`` fills ``features`` and ``classifier`` from torchvision weights
-    (``None``: no such weights); ``variants`` are the ``model.*`` keys that only this backbone
-    reads, with their defaults.
+    (``None``: no such weights; with BatchNorm, ``{"params", "batch_stats"}``); ``variants``
+    are the ``model.*`` keys that only this backbone reads, with their defaults.
     """
 
     features: Callable[[Any, Any], nn.Module]
@@ -54,6 +57,26 @@ def _alexnet_convert(state_dict):
     return torchvision_to_flax(state_dict)
 
 
+def _resnet_features(arch: str) -> Callable[[Any, Any], nn.Module]:
+    def features(model, dtype) -> nn.Module:
+        if model.batchnorm not in ("train", "frozen"):
+            raise ConfigError(
+                f"config key model.batchnorm={model.batchnorm!r} is not one of train, frozen."
+            )
+        return ResNetFeatures(arch, batchnorm=model.batchnorm, dtype=dtype)
+
+    return features
+
+
+def _resnet_convert(arch: str) -> Callable[[Mapping[str, Any]], dict]:
+    def convert(state_dict):
+        from jaxdann.convert import torchvision_to_flax
+
+        return torchvision_to_flax(state_dict, arch)
+
+    return convert
+
+
 BACKBONES: Registry[Backbone] = Registry("model.arch", "backbone")
 BACKBONES.register(
     "alexnet",
@@ -74,3 +97,16 @@ BACKBONES.register(
         classifier_hidden=(100, 100),
     ),
 )
+for _arch in RESNET_STAGES:
+    # The classifier is one linear layer (torchvision's fc); model.batchnorm: "train" (batch
+    # statistics, the running ones updated: torch's train()) or "frozen" (DomainBed's eval()).
+    BACKBONES.register(
+        _arch,
+        Backbone(
+            features=_resnet_features(_arch),
+            classifier_hidden=(),
+            min_size=32,
+            convert=_resnet_convert(_arch),
+            variants={"batchnorm": "train"},
+        ),
+    )

@@ -8,9 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdann.models.layers import Dtype, dense, torch_uniform
+from jaxdann.models.layers import BatchNorm, Dtype, dense, torch_uniform
 
-__all__ = ["Bottleneck", "MLPHead"]
+__all__ = ["BatchNorm", "Bottleneck", "MLPHead"]
 
 
 class MLPHead(nn.Module):
@@ -55,37 +55,3 @@ class Bottleneck(nn.Module):
         )(x)
         x = BatchNorm(name="norm")(x, train)
         return nn.relu(x)
-
-
-class BatchNorm(nn.Module):
-    """torch's ``BatchNorm1d``/``2d`` over the last axis (NHWC or NC): batch statistics in train
-    mode, running ones in eval mode; the running variance gets the unbiased batch variance.
-
-    Flax's ``nn.BatchNorm`` keeps the biased variance in its running average, which torch does
-    not; this layer keeps torch's, so converted running statistics mean the same thing.
-    """
-
-    momentum: float = 0.1  # torch's convention: new = (1 - momentum) * old + momentum * batch
-    epsilon: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        features = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
-        mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
-        var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            values = x.astype(jnp.float32)
-            batch_mean = values.mean(axes)
-            batch_var = jnp.square(values - batch_mean).mean(axes)
-            count = values.size // features
-            if not self.is_initializing():
-                unbiased = batch_var * (count / max(count - 1, 1))
-                mean.value = (1 - self.momentum) * mean.value + self.momentum * batch_mean
-                var.value = (1 - self.momentum) * var.value + self.momentum * unbiased
-        else:
-            batch_mean, batch_var = mean.value, var.value
-        y = (x.astype(jnp.float32) - batch_mean) * jax.lax.rsqrt(batch_var + self.epsilon)
-        return (y * scale + bias).astype(x.dtype)

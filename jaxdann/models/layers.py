@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "BatchNorm",
     "Dtype",
     "SpaceToDepthConv",
     "adaptive_avg_pool",
@@ -211,3 +212,138 @@ class SpaceToDepthConv(nn.Module):
             x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
         return y + bias.astype(self.dtype)
+
+
+def _column_means(rows: jax.Array) -> jax.Array:
+    """``rows.mean(0)`` for ``[count, channels]`` rows, as a matrix product: XLA:CPU reduces
+    the leading axes of a large NHWC array 3-4x slower than it multiplies by a row of ones."""
+    return jnp.full((rows.shape[0],), 1.0 / rows.shape[0], rows.dtype) @ rows
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _batch_normalize(x, scale, bias, epsilon):
+    """``(y, mean, var)``: ``x`` (float32, channels last) normalised with its own statistics
+    over every axis but the last, then scaled and shifted; the biased batch variance."""
+    y, _, mean, var = _batch_normalize_parts(x, scale, bias, epsilon)
+    return y, mean, var
+
+
+def _batch_normalize_parts(x, scale, bias, epsilon):
+    rows = x.reshape(-1, x.shape[-1])
+    mean = _column_means(rows)
+    var = _column_means(jnp.square(rows - mean))
+    inverse = jax.lax.rsqrt(var + epsilon)
+    normalized = (x - mean) * inverse
+    return normalized * scale + bias, (normalized, inverse, scale), mean, var
+
+
+def _batch_normalize_forward(x, scale, bias, epsilon):
+    y, residuals, mean, var = _batch_normalize_parts(x, scale, bias, epsilon)
+    return (y, mean, var), residuals
+
+
+def _batch_normalize_backward(epsilon, residuals, cotangents):
+    """torch's batch-norm backward, every sum over rows a matrix product (as in the forward)."""
+    del epsilon
+    normalized, inverse, scale = residuals
+    grad_y, grad_mean, grad_var = cotangents
+    channels = grad_y.shape[-1]
+    count = grad_y.size // channels
+    grad_bias = _column_means(grad_y.reshape(-1, channels)) * count
+    grad_scale = _column_means((grad_y * normalized).reshape(-1, channels)) * count
+    grad_x = (scale * inverse / count) * (count * grad_y - grad_bias - normalized * grad_scale)
+    # The statistics' own cotangents (zero when only the running averages read them).
+    grad_x = grad_x + (grad_mean + 2.0 * grad_var * normalized / inverse) / count
+    return grad_x, grad_scale, grad_bias
+
+
+_batch_normalize.defvjp(_batch_normalize_forward, _batch_normalize_backward)
+
+
+@jax.custom_vjp
+def _normalize_with(x, mean, var, scale, bias, epsilon):
+    """``x`` (float32, channels last) normalised with given statistics, scaled and shifted."""
+    return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
+
+
+def _normalize_with_forward(x, mean, var, scale, bias, epsilon):
+    inverse = jax.lax.rsqrt(var + epsilon)
+    normalized = (x - mean) * inverse
+    return normalized * scale + bias, (normalized, inverse, scale, epsilon)
+
+
+def _normalize_with_backward(residuals, grad_y):
+    """Sums over rows as matrix products, as :func:`_batch_normalize_backward`."""
+    normalized, inverse, scale, epsilon = residuals
+    channels = grad_y.shape[-1]
+    count = grad_y.size // channels
+    grad_bias = _column_means(grad_y.reshape(-1, channels)) * count
+    grad_scale = _column_means((grad_y * normalized).reshape(-1, channels)) * count
+    grad_mean = -grad_bias * scale * inverse
+    grad_var = -0.5 * grad_scale * scale * inverse**2
+    grad_x = grad_y * (scale * inverse)
+    return grad_x, grad_mean, grad_var, grad_scale, grad_bias, jnp.zeros_like(epsilon)
+
+
+_normalize_with.defvjp(_normalize_with_forward, _normalize_with_backward)
+
+
+class BatchNorm(nn.Module):
+    """torch's ``BatchNorm1d``/``2d`` over the last axis (NHWC or NC): batch statistics in train
+    mode, running ones in eval mode; the running variance gets the unbiased batch variance.
+
+    Flax's ``nn.BatchNorm`` keeps the biased variance in its running average, which torch does
+    not; this layer keeps torch's, so converted running statistics mean the same thing.
+    ``frozen``: the running statistics normalise in train mode too and never change (a torch
+    BatchNorm kept in ``eval()`` while the rest trains, as DomainBed's ResNet does); the scale
+    and bias still train.
+
+    Under ``jax.jit`` with the batch sharded over several devices, the batch statistics are
+    those of the global batch (XLA adds the cross-device sums), not one device's rows. On
+    feature maps (more than 2 axes) the sums over rows are matrix products, in the forward and
+    the backward pass (custom VJPs): the same function, 4-5x faster on CPU.
+    """
+
+    momentum: float = 0.1  # torch's convention: new = (1 - momentum) * old + momentum * batch
+    epsilon: float = 1e-5
+    frozen: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        if train and not self.frozen and x.ndim > 2:
+            y, batch_mean, batch_var = _batch_normalize(
+                x.astype(jnp.float32), scale, bias, self.epsilon
+            )
+            if not self.is_initializing():
+                self._update(mean, var, batch_mean, batch_var, x.size // features)
+            return y.astype(x.dtype)
+        if train and not self.frozen:
+            axes = tuple(range(x.ndim - 1))
+            values = x.astype(jnp.float32)
+            batch_mean = values.mean(axes)
+            batch_var = jnp.square(values - batch_mean).mean(axes)
+            count = values.size // features
+            if not self.is_initializing():
+                unbiased = batch_var * (count / max(count - 1, 1))
+                mean.value = (1 - self.momentum) * mean.value + self.momentum * batch_mean
+                var.value = (1 - self.momentum) * var.value + self.momentum * unbiased
+        elif x.ndim > 2:  # the running statistics, differentiable as fast
+            epsilon = jnp.asarray(self.epsilon, jnp.float32)
+            y = _normalize_with(x.astype(jnp.float32), mean.value, var.value, scale, bias, epsilon)
+            return y.astype(x.dtype)
+        else:
+            batch_mean, batch_var = mean.value, var.value
+        y = (x.astype(jnp.float32) - batch_mean) * jax.lax.rsqrt(batch_var + self.epsilon)
+        return (y * scale + bias).astype(x.dtype)
+
+    def _update(self, mean, var, batch_mean, batch_var, count: int) -> None:
+        """The running averages, torch's way (the unbiased batch variance)."""
+        batch_mean, batch_var = jax.lax.stop_gradient((batch_mean, batch_var))
+        unbiased = batch_var * (count / max(count - 1, 1))
+        mean.value = (1 - self.momentum) * mean.value + self.momentum * batch_mean
+        var.value = (1 - self.momentum) * var.value + self.momentum * unbiased

@@ -33,8 +33,8 @@ def build_from_config(config, num_classes: int, *, mean=0.0, std=1.0) -> tuple[N
     method_class = get_method(config.adaptation)
     dtype = compute_dtype(config)
     parts = [("features", backbone.features(config.model, dtype))]
-    if int(config.model.bottleneck) > 0:
-        parts.append(("bottleneck", Bottleneck(int(config.model.bottleneck), dtype)))
+    if method_class.bottleneck_width(config) > 0:
+        parts.append(("bottleneck", Bottleneck(method_class.bottleneck_width(config), dtype)))
     rate = float(config.model.dropout_rate)
     parts.append(("classifier", MLPHead(backbone.classifier_hidden, num_classes, rate, dtype)))
     parts.extend(method_class.heads(config, backbone, num_classes).items())
@@ -48,7 +48,8 @@ def _shapes(tree) -> dict[str, tuple]:
 
 
 def read_pretrained(config) -> dict | None:
-    """The converted weights ``model.pretrained`` names (``None`` for random init).
+    """The converted weights ``model.pretrained`` names as ``{"params", "batch_stats"}``
+    (``None`` for random init; ``batch_stats`` empty for a backbone without BatchNorm).
 
     Read before any data, so a missing or unreadable file is one sentence, not a wait.
     """
@@ -58,10 +59,13 @@ def read_pretrained(config) -> dict | None:
     from jaxdann.convert import load_params
 
     loaded = load_params(pretrained)
+    # AlexNet files hold the params tree itself; files with statistics hold both collections.
+    variables = loaded if "params" in loaded else {"params": loaded}
+    variables.setdefault("batch_stats", {})
     for part in ("features", "classifier"):
-        if part not in loaded:
+        if part not in variables["params"]:
             raise ConversionError(f"{pretrained} has no {part!r} parameters.")
-    return loaded
+    return variables
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -73,23 +77,43 @@ def _random_variables(
     return network.init(rng, image_shape, head_inputs)
 
 
-def _merge_pretrained(params: dict, pretrained: dict, config) -> dict:
-    """``features`` and the classifier's hidden layers from ``pretrained``; its output layer
-    only if the class count matches (else it stays fresh, as the seed replaces AlexNet's
-    1000-way layer)."""
+def _differences(given, expected) -> str:
+    """The first few paths whose shapes differ between two trees, for an error message."""
+    given, expected = _shapes(given), _shapes(expected)
+    paths = sorted(set(given) | set(expected))
+    wrong = [f"{p} {given.get(p, 'absent')} vs {expected.get(p, 'absent')}" for p in paths]
+    wrong = [w for w, p in zip(wrong, paths, strict=True) if given.get(p) != expected.get(p)]
+    more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+    return ", ".join(wrong[:5]) + more
+
+
+def _merge_pretrained(variables: dict, pretrained: dict, config) -> dict:
+    """``features`` (parameters and statistics) and the classifier's hidden layers from
+    ``pretrained``; its output layer only if the class count matches (else it stays fresh, as
+    the seed replaces AlexNet's 1000-way layer)."""
+    params = variables["params"]
     classifier = dict(params["classifier"])
-    for layer, value in pretrained["classifier"].items():
+    for layer, value in pretrained["params"]["classifier"].items():
         if layer == "output" and _shapes(value) != _shapes(classifier.get(layer)):
             continue
         classifier[layer] = value
-    merged = {"features": pretrained["features"], "classifier": classifier}
-    for part, value in merged.items():
-        if _shapes(value) != _shapes(params[part]):
+    merged = {"features": pretrained["params"]["features"], "classifier": classifier}
+    checks = [(part, value, params[part]) for part, value in merged.items()]
+    stats = variables.get("batch_stats", {})
+    if "features" in stats or "features" in pretrained["batch_stats"]:
+        given = pretrained["batch_stats"].get("features", {})
+        checks.append(("features statistics", given, stats.get("features", {})))
+    for what, value, expected in checks:
+        if _shapes(value) != _shapes(expected):
             raise ConversionError(
-                f"{config.model.pretrained}: {part} shapes {_shapes(value)} do not fit "
-                f"model.arch={config.model.arch} ({_shapes(params[part])})."
+                f"{config.model.pretrained}: its {what} do not fit model.arch="
+                f"{config.model.arch} (file vs model: {_differences(value, expected)}); convert "
+                f"the weights with `python -m jaxdann.convert --arch {config.model.arch}`."
             )
-    return {**params, **merged}
+    result = {**variables, "params": {**params, **merged}}
+    if "features" in stats:
+        result["batch_stats"] = {**stats, "features": pretrained["batch_stats"]["features"]}
+    return result
 
 
 def initial_variables(
@@ -103,8 +127,7 @@ def initial_variables(
     :func:`read_pretrained`), then ``method.init_params``."""
     head_inputs = type(method).head_inputs
     variables = dict(_random_variables(network, tuple(image_shape), head_inputs, rng))
-    params = dict(variables.pop("params"))
     if pretrained is not None:
-        params = _merge_pretrained(params, pretrained, method.config)
-    params = method.init_params(params)
+        variables = _merge_pretrained(variables, pretrained, method.config)
+    params = method.init_params(dict(variables.pop("params")))
     return jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, variables)
