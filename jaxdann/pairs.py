@@ -1,15 +1,18 @@
-"""Adaptation methods on every ordered pair of PACS domains, over several seeds.
+"""Adaptation methods on every task of a dataset's domains, over several seeds.
 
     python -m jaxdann.pairs --config configs/pacs_dann.py --workdir runs/pairs --seeds 0,1,2 \\
         [--domains photo,art_painting,cartoon,sketch] [--adaptations NAME,...] \\
-        [--config.KEY=VALUE ...]
+        [--protocol pairs|leave_one_out] [--config.KEY=VALUE ...]
 
-Reports mean +- sample std of the final target accuracy per pair and method, and the average over
-pairs, as published domain-adaptation tables do; adversarial training is unstable, so the spread
-matters as much as the mean. Each run is an ordinary, resumable run folder
-(``WORKDIR/<source>_to_<target>/<adaptation>/seed<N>``); rerunning skips finished ones. Writes
-``pairs_runs.csv`` (one line per run) and ``pairs.md`` (the table); ``python -m jaxdann.report
-WORKDIR`` puts the table's rows in a report.
+The tasks (``--protocol``): ``pairs``, every ordered pair of the domains (one source, one target);
+``leave_one_out``, each domain the target with all the others as sources (their union), as in
+DomainBed's PACS table. Any dataset with domains serves (``data.name``; ``--domains`` defaults to
+all of its domains). Reports mean +- sample std of the final target accuracy per task and method,
+and the average over tasks, as published domain-adaptation tables do; adversarial training is
+unstable, so the spread matters as much as the mean. Each run is an ordinary, resumable run folder
+(``WORKDIR/<source>[+<source>...]_to_<target>/<adaptation>/seed<N>``); rerunning skips finished
+ones. Writes ``pairs_runs.csv`` (one line per run; several sources comma-separated) and
+``pairs.md`` (the table); ``python -m jaxdann.report WORKDIR`` puts the table's rows in a report.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import jax
 import numpy as np
 
 from jaxdann import config as config_lib
+from jaxdann.data import DATASETS
 from jaxdann.data import pipeline as input_pipeline
 from jaxdann.data.pacs import DOMAINS
 from jaxdann.errors import UserError, exit_code
@@ -46,7 +50,9 @@ from jaxdann.training.run_folder import held
 from jaxdann.training.trainer import Study
 
 __all__ = [
+    "PROTOCOLS",
     "run_pairs",
+    "tasks",
     "summarize_pairs",
     "main",
     "DEFAULT_ADAPTATIONS",
@@ -59,43 +65,83 @@ DEFAULT_ADAPTATIONS = ("none", "dann")
 DEFAULT_SEEDS = "0,1,2"
 RUNS_FILE = "pairs_runs.csv"
 TABLE_FILE = "pairs.md"
+PROTOCOLS = ("pairs", "leave_one_out")
+
+
+def tasks(domains: Sequence[str], protocol: str = "pairs") -> list[tuple[tuple[str, ...], str]]:
+    """The (sources, target) tasks of ``protocol`` over ``domains``, in order: every ordered
+    pair, or each domain the target of all the others."""
+    if protocol == "pairs":
+        return [((s,), t) for s in domains for t in domains if s != t]
+    if protocol == "leave_one_out":
+        return [(tuple(d for d in domains if d != t), t) for t in domains]
+    raise config_lib.ConfigError(f"--protocol={protocol}: choose one of {', '.join(PROTOCOLS)}.")
 
 
 def run_pairs(
     config,
     workdir: str,
     seeds: Sequence[int],
-    domains: Sequence[str] = DOMAINS,
+    domains: Sequence[str] | None = None,
     adaptations: Sequence[str] = DEFAULT_ADAPTATIONS,
     notes: Sequence[str] = (),
     *,
+    protocol: str = "pairs",
     cell_figures: bool = False,
     cell_checkpoints: str = "auto",
 ):
     """The study in ``workdir``, which it holds while it runs (one study per folder; see
-    :func:`_run_pairs`)."""
+    :func:`_run_pairs`). ``domains``: None for all of the dataset's."""
     parallel.maybe_initialize_distributed(config.parallel.distributed)  # before any device
     with held(workdir, is_main=jax.process_index() == 0):
         study = (Study(figures=cell_figures), cell_checkpoints)
-        return _run_pairs(config, workdir, seeds, domains, adaptations, notes, study)
+        plan = (domains, protocol)
+        return _run_pairs(config, workdir, seeds, plan, adaptations, notes, study)
+
+
+def _run_config(config, sources: Sequence[str], target: str, adaptation: str, seed: int):
+    """The config of one run of the table."""
+    run = copy.deepcopy(config)
+    run.data.source, run.data.target = ",".join(sources), target
+    run.data.validation = ""  # the table reports target accuracy only
+    run.adaptation, run.seed = adaptation, int(seed)
+    return run
+
+
+def _study_tasks(config, domains: Sequence[str] | None, protocol: str) -> list:
+    """The (sources, target) tasks, after the dataset has accepted each one's domains."""
+    dataset = DATASETS.get(config.data.name)
+    domains = list(domains) if domains else list(dataset.domain_names(config.data))
+    if len(domains) < 2:
+        raise config_lib.ConfigError(
+            f"jaxdann.pairs needs at least two domains; the {dataset.name} dataset has "
+            f"{', '.join(domains) or 'none'} (--domains, data.root)."
+        )
+    chosen = tasks(domains, protocol)
+    for sources, target in chosen:
+        try:
+            dataset.check_settings(_run_config(config, sources, target, "none", 0).data)
+        except config_lib.ConfigError as error:
+            raise config_lib.ConfigError(
+                f"jaxdann.pairs: the task {'+'.join(sources)} -> {target} is refused: {error}"
+            ) from None
+    return chosen
 
 
 def _run_pairs(
     config,
     workdir: str,
     seeds: Sequence[int],
-    domains: Sequence[str] = DOMAINS,
+    plan: tuple[Sequence[str] | None, str] = (None, "pairs"),
     adaptations: Sequence[str] = DEFAULT_ADAPTATIONS,
     notes: Sequence[str] = (),
     study: tuple[Study, str] = (Study(), "auto"),
 ):
-    """Trains every (source, target, adaptation, seed); returns the per-run rows.
+    """Trains every (task, adaptation, seed) of ``plan`` = (domains, protocol); returns the
+    per-run rows.
 
     ``notes`` (about the flags) are printed first, by the process that reports."""
-    if config.data.name != "pacs":
-        raise config_lib.ConfigError(
-            "jaxdann.pairs runs PACS domain pairs; use a PACS config such as configs/pacs_dann.py."
-        )
+    chosen = _study_tasks(config, *plan)
     for adaptation in adaptations:
         get_method(adaptation)  # an unknown name: a ConfigError listing the registered ones
     reports = join_processes(config, "jaxdann.pairs")
@@ -103,16 +149,13 @@ def _run_pairs(
         print(note)
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
-    loaded = feeds.load_everywhere(lambda: input_pipeline.load_pacs_domains(config, list(domains)))
+    domains = list(dict.fromkeys(d for sources, target in chosen for d in (*sources, target)))
+    loaded = feeds.load_everywhere(lambda: input_pipeline.load_domains(config, domains))
     rows = []
-    for source in domains:
-        for target in domains:
-            if source == target:
-                continue
-            for adaptation in adaptations:
-                for seed in seeds:
-                    pair = (source, target)
-                    rows.append(_run(config, workdir, loaded, pair, adaptation, seed, study))
+    for task in chosen:
+        for adaptation in adaptations:
+            for seed in seeds:
+                rows.append(_run(config, workdir, loaded, task, adaptation, seed, study))
     if not reports:
         return rows
     with open(os.path.join(workdir, RUNS_FILE), "w", newline="") as f:
@@ -126,15 +169,12 @@ def _run_pairs(
     return rows
 
 
-def _run(config, workdir, loaded: dict, pair: tuple, adaptation: str, seed: int, study: tuple):
+def _run(config, workdir, loaded: dict, task: tuple, adaptation: str, seed: int, study: tuple):
     """One run of the table (trained unless finished earlier): its row."""
-    source, target = pair
-    run = copy.deepcopy(config)
-    run.data.source, run.data.target = source, target
-    run.data.validation = ""  # the table reports target accuracy only
-    run.adaptation, run.seed = adaptation, int(seed)
-    folder = os.path.join(workdir, f"{source}_to_{target}", adaptation, f"seed{seed}")
-    label = f"{source} -> {target} {adaptation} seed {seed}"
+    sources, target = task
+    run = _run_config(config, sources, target, adaptation, seed)
+    folder = os.path.join(workdir, f"{'+'.join(sources)}_to_{target}", adaptation, f"seed{seed}")
+    label = f"{run.data.source} -> {target} {adaptation} seed {seed}"
 
     def announce(done):
         if jax.process_index() == 0:  # only process 0 prints
@@ -144,7 +184,7 @@ def _run(config, workdir, loaded: dict, pair: tuple, adaptation: str, seed: int,
     run = with_cell_checkpoints(run, study[1])
     summary, status = run_cell(run, folder, data, announce, study[0])
     return {
-        "source": source,
+        "source": run.data.source,
         "target": target,
         "adaptation": adaptation,
         "seed": int(seed),
@@ -212,35 +252,39 @@ def _help() -> str:
 flags:
   --workdir DIR        the pairs folder (required); a rerun there skips finished runs
   --seeds LIST         comma-separated integers (default: {DEFAULT_SEEDS})
-  --domains LIST       at least two PACS domains (default: {",".join(DOMAINS)})
+  --domains LIST       at least two domains of the config's dataset (default: all of them,
+                       e.g. PACS's {",".join(DOMAINS)})
+  --protocol NAME      {" or ".join(PROTOCOLS)}: every ordered pair of the domains, or each
+                       domain the target of all the others as sources (default: pairs)
   --adaptations LIST   from {", ".join(METHODS.names())} (default: {",".join(DEFAULT_ADAPTATIONS)})
   --cell_figures yes|no
                        curves.png and confusion.png in every run (default: no)
   --cell_checkpoints auto|yes|no
                        checkpoints in the runs (default: auto, none for runs of at most
                        {SHORT_EPOCHS} epochs: a cut run restarts, a finished one is skipped)
-  --config FILE        a PACS config file under configs/ (required in practice: the default
+  --config FILE        a config file under configs/ (required in practice: the default
                        config is the digits demo, which has no domain pairs)
   --config.KEY=VALUE   any config key, e.g. --config.epochs=5
 """
 
 
 def _parse_flags(given: dict) -> tuple[list[int], list[str], list[str], list[str]]:
-    """(seeds, domains, adaptations, notes) from the flags, defaults filled in."""
+    """(seeds, domains, adaptations, notes) from the flags, defaults filled in (no domains:
+    all of the dataset's)."""
     try:
         seeds = [int(s) for s in given.get("seeds", DEFAULT_SEEDS).split(",") if s]
     except ValueError:
         raise config_lib.ConfigError(
             f"--seeds={given['seeds']}: expected integers like 0,1,2"
         ) from None
-    domains = [d for d in given.get("domains", ",".join(DOMAINS)).split(",") if d]
-    if len(set(domains)) < 2 or len(set(domains)) != len(domains):
+    domains = [d.strip() for d in given.get("domains", "").split(",") if d.strip()]
+    if "domains" in given and (len(set(domains)) < 2 or len(set(domains)) != len(domains)):
         raise config_lib.ConfigError(
-            f"--domains={given.get('domains')}: name at least two different domains, "
-            f"each once (from {', '.join(DOMAINS)})"
+            f"--domains={given.get('domains')}: name at least two different domains, each once"
         )
     if not seeds or len(set(seeds)) != len(seeds):
         raise config_lib.ConfigError(f"--seeds={given.get('seeds')}: name each seed once")
+    tasks(["a", "b"], given.get("protocol", "pairs"))  # an unknown protocol: refused now
     adaptations, notes = parse_names(
         given.get("adaptations", ",".join(DEFAULT_ADAPTATIONS)), "adaptations", METHODS.names()
     )
@@ -256,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         config, _, given = config_lib.config_from_command_line(
             argv,
             "jaxdann.pairs",
-            ("workdir", "seeds", "domains", "adaptations", *STUDY_FLAGS),
+            ("workdir", "seeds", "domains", "adaptations", "protocol", *STUDY_FLAGS),
             required=("workdir",),
         )
         seeds, domains, adaptations, notes = _parse_flags(given)
@@ -268,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             domains,
             adaptations,
             notes,
+            protocol=given.get("protocol", "pairs"),
             cell_figures=figures,
             cell_checkpoints=checkpoints,
         )

@@ -487,7 +487,12 @@ def test_explore_counts_and_statistics(tmp_path):
 
 def test_main_prints_table_and_writes_plot(tree, tmp_path, capsys):
     plot = tmp_path / "counts.png"
-    assert explore.main(["--root", tree, "--domains", "a,b", "--plot", str(plot)]) == 0
+    assert (
+        explore.main(
+            ["--dataset", "folder", "--root", tree, "--domains", "a,b", "--plot", str(plot)]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert re.search(r"^cat\s+2\s+2$", out, re.MULTILINE)
     assert re.search(r"^total\s+6\s+6$", out, re.MULTILINE)
@@ -500,27 +505,67 @@ def test_main_prints_table_and_writes_plot(tree, tmp_path, capsys):
 
 def test_main_plots_into_a_new_folder_and_refuses_unknown_formats(tree, tmp_path, capsys):
     plot = tmp_path / "new" / "folder" / "counts.svg"
-    assert explore.main(["--root", tree, "--domains", "a,b", "--plot", str(plot)]) == 0
+    assert (
+        explore.main(
+            ["--dataset", "folder", "--root", tree, "--domains", "a,b", "--plot", str(plot)]
+        )
+        == 0
+    )
     assert plot.read_bytes().lstrip().startswith(b"<?xml")
     capsys.readouterr()
-    assert explore.main(["--root", tree, "--domains", "a", "--plot", str(tmp_path / "c.txt")]) == 2
+    assert (
+        explore.main(
+            [
+                "--dataset",
+                "folder",
+                "--root",
+                tree,
+                "--domains",
+                "a",
+                "--plot",
+                str(tmp_path / "c.txt"),
+            ]
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     assert captured.out == ""  # refused before counting
     assert captured.err.count("\n") == 1 and "cannot write a chart as 'txt'" in captured.err
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert explore.main(["--root", tree, "--domains", "a", "--plot", str(blocker / "c.png")]) == 2
+    assert (
+        explore.main(
+            [
+                "--dataset",
+                "folder",
+                "--root",
+                tree,
+                "--domains",
+                "a",
+                "--plot",
+                str(blocker / "c.png"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: --plot {blocker / 'c.png'}: cannot")
 
 
 def test_main_skips_non_images_when_asked(tree, capsys):
     open(os.path.join(tree, "a", "cat", "notes.txt"), "w").close()
-    assert explore.main(["--root", tree, "--domains", "a,b"]) == 1  # the data, not the arguments
+    assert (
+        explore.main(["--dataset", "folder", "--root", tree, "--domains", "a,b"]) == 1
+    )  # the data, not the arguments
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "notes.txt" in err and "--on-bad skip" in err
     with pytest.warns(UserWarning, match="notes.txt"):
-        assert explore.main(["--root", tree, "--domains", "a,b", "--on-bad", "skip"]) == 0
+        assert (
+            explore.main(
+                ["--dataset", "folder", "--root", tree, "--domains", "a,b", "--on-bad", "skip"]
+            )
+            == 0
+        )
     assert re.search(r"^total\s+6\s+6$", capsys.readouterr().out, re.MULTILINE)
 
 

@@ -52,11 +52,21 @@ def _old_limit(count: int, limit: int) -> np.ndarray:
 # --------------------------------------------------------------------------- the registry
 
 
-def test_the_registry_names_pacs_and_digits():
-    assert DATASETS.names() == ("pacs", "digits")
+def test_the_registry_names_every_dataset():
+    assert DATASETS.names() == (
+        "pacs",
+        "demo",
+        "digits",
+        "office31",
+        "office_home",
+        "domainnet",
+        "visda2017",
+        "folder",
+    )
     assert DATASETS.get("pacs").domains == pacs.DOMAINS
-    assert DATASETS.get("digits").domains[0] == "digits"
-    with pytest.raises(ConfigError, match="data.name='office'.*pacs, digits") as raised:
+    assert DATASETS.get("demo").domains[0] == "digits"
+    assert DATASETS.get("digits").domains == ("mnist", "usps", "svhn", "mnist_m")
+    with pytest.raises(ConfigError, match="data.name='office'.*pacs, demo, digits") as raised:
         DATASETS.get("office")
     assert exit_code(raised.value) == 2
 
@@ -107,7 +117,7 @@ def test_a_folder_dataset_is_a_subclass_and_a_registry_line(
         ({"data.source": "Photo"}, "data.source='Photo' is not a domain of the pacs"),
         ({"data.validation": "cartoon,clipart"}, "data.validation='clipart' is not a domain"),
         ({"data.validation": "photo"}, "data.validation lists 'photo', which is the source"),
-        ({"data.target": "photo"}, "data.source and data.target are both 'photo'"),
+        ({"data.target": "photo"}, "data.source and data.target both name 'photo'"),
     ],
 )
 def test_domain_names_are_settings_errors(make_config, tree, tmp_path, overrides, message):
@@ -124,9 +134,9 @@ def test_digits_names_are_settings_errors():
     config = config_lib.apply_overrides(config_lib.demo_config(), {"data.target": "mnist_m"})
     with pytest.raises(ConfigError, match="data.target='mnist_m' .* digits_textured, digits_noise"):
         pipeline.load_experiment_data(config)
-    digits = DATASETS.get("digits")
+    demo = DATASETS.get("demo")
     with pytest.raises(ConfigError, match="domain 'digits' has the splits train, validation"):
-        digits.load("digits", "test", config_lib.demo_config().data)
+        demo.load("digits", "test", config_lib.demo_config().data)
 
 
 def test_unreadable_images_stay_data_errors(make_config, tree, tmp_path):

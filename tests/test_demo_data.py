@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxdann import config as config_lib
-from jaxdann.data.digits import make_digits_splits
+from jaxdann.data.demo import make_digits_splits
 
 
 def same_digits(a, b):
@@ -54,7 +54,7 @@ def test_renderings_are_validated():
     with pytest.raises(config_lib.ConfigError, match="data.target_renderings"):
         config_lib.validate(demo)
     pacs = config_lib.apply_overrides(config_lib.base_config(), {"data.target_renderings": "4"})
-    with pytest.raises(config_lib.ConfigError, match="digits demo only"):
+    with pytest.raises(config_lib.ConfigError, match="digits demo .data.name=demo. only"):
         config_lib.validate(pacs)
 
 
@@ -91,3 +91,40 @@ def test_renderings_shard_and_limit_through_the_input_pipeline():
     config.data.limit = 100  # counts rendered images: the target set is cut like any other
     limited = load_experiment_data(config)
     assert len(limited.target) == 100 and len(limited.target_eval) == 100
+
+
+def test_a_demo_folder_from_before_the_rename_resumes_and_loads(tmp_path):
+    import json
+
+    from jaxdann import load_run, train
+    from jaxdann.data.demo import current_dataset_name
+
+    assert current_dataset_name("digits", "mnist") == "digits"  # the benchmark stays itself
+    assert current_dataset_name("pacs", "photo") == "pacs"
+    workdir = str(tmp_path / "old")
+    quick = ["--workdir", workdir, "--config.data.limit=64", "--config.log_every_epoch=false"]
+    assert train.main([*quick, "--config.epochs=1"]) == 0
+    path = tmp_path / "old" / "config.json"
+    saved = json.loads(path.read_text())
+    saved["data"]["name"] = "digits"  # what a demo folder's config.json said before
+    path.write_text(json.dumps(saved))
+    (tmp_path / "old" / "model.json").unlink(missing_ok=True)  # nor was there a model record
+    assert load_run(workdir).class_names == tuple(str(digit) for digit in range(10))
+    assert train.main([*quick, "--config.epochs=2"]) == 0
+    rows = (tmp_path / "old" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
+
+
+def test_the_data_command_counts_the_demo_splits(capsys):
+    from jaxdann.data import explore
+
+    assert explore.main(["--dataset", "demo", "--domains", "digits,digits_textured"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split() == ["class", "digits/train", "digits/validation"] + [
+        "digits_textured/train",
+        "digits_textured/test",
+    ]
+    splits = make_digits_splits(28, "digits_textured")
+    parts = ("source_train", "source_validation", "target_train", "target_test")
+    total = next(line for line in out if line.startswith("total")).split()[1:]
+    assert [int(n) for n in total] == [len(getattr(splits, part)[1]) for part in parts]

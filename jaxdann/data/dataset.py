@@ -5,7 +5,11 @@ A dataset is one :class:`Dataset` subclass, registered by name in :data:`jaxdann
 can be read in (``splits``), the class names the domains share (``class_names``), and gives the
 images and labels of one domain and split (``load``) preprocessed the way the config's ``data``
 settings say. :meth:`Dataset.plan` says which (domain, split) parts an experiment reads; the
-default is the seed's protocol: whole domains, target accuracy measured on the whole target.
+default is the seed's protocol: the source domains' ``train_split`` (several sources are one
+labelled union), the target's ``train_split`` unlabelled, target accuracy on its ``test_split``,
+and held-out domains' ``test_split`` for validation. A dataset whose split lists hold a
+source hold-out (``holdout``: PACS's ``train`` / ``crossval`` lists) validates on it with
+``data.validation=source_holdout``.
 
 Images stay uint8 NHWC on the host (resized and cropped, not normalised); ``mean`` and ``std``
 are the statistics the train step normalises them with.
@@ -24,9 +28,20 @@ import numpy as np
 
 from jaxdann.errors import ConfigError
 
-__all__ = ["ALL", "IMAGENET_MEAN", "IMAGENET_STD", "Dataset", "Domain", "Plan", "select_rows"]
+__all__ = [
+    "ALL",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SOURCE_HOLDOUT",
+    "Dataset",
+    "Domain",
+    "Plan",
+    "parse_domains",
+    "select_rows",
+]
 
 ALL = "all"  # the split name for every image of a domain
+SOURCE_HOLDOUT = "source_holdout"  # data.validation: a held-out part of the source domain(s)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The random stream that picks a limited run's images: fixed, so every training seed (and every
@@ -59,10 +74,11 @@ class Plan:
     """The (domain, split) parts each part of an experiment reads.
 
     A part named twice (PACS measures target accuracy on the target set itself) is read once and
-    is one object in the experiment. ``validation`` parts are concatenated; none: no validation.
+    is one object in the experiment. ``source`` parts (several labelled domains) are one union,
+    as are the ``validation`` parts; no validation parts: no validation.
     """
 
-    source: Part
+    source: tuple[Part, ...]
     target: Part
     target_eval: Part
     validation: tuple[Part, ...] = ()
@@ -92,6 +108,11 @@ def _no_validation(value: str) -> bool:
     return value in NO_VALIDATION
 
 
+def parse_domains(value: str) -> tuple[str, ...]:
+    """The domains of a comma-separated config value, in order, blanks dropped."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 class Dataset:
     """One data set. Subclasses set the class attributes and implement ``class_names`` and
     ``load``; ``check_settings`` and ``plan`` have defaults for domain-per-role datasets.
@@ -103,6 +124,9 @@ class Dataset:
     name: str = ""
     domains: tuple[str, ...] = ()  # every domain a config may name
     splits: tuple[str, ...] = (ALL,)  # the splits ``load`` reads; ALL is the whole domain
+    train_split: str = ALL  # what sources and the target train on
+    test_split: str = ALL  # where target accuracy and held-out domains are measured
+    holdout: tuple[str, str] | None = None  # (train, validation) splits of a source hold-out
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -131,49 +155,105 @@ class Dataset:
         """
         raise NotImplementedError
 
+    def listed_splits(self, data, domain: str) -> tuple[str, ...]:
+        """The splits of ``domain`` that ``python -m jaxdann.data`` counts (default:
+        ``splits``)."""
+        return self.splits
+
+    def listing(self, domain: str, split: str, data) -> tuple[str, tuple[str, ...], np.ndarray]:
+        """(folder, image files relative to it, int labels) of one part, decoding nothing where
+        the dataset can (default: the part is loaded, and has no files)."""
+        return "", (), self.load(domain, split, data, progress=False).labels
+
     def check_settings(self, data) -> None:
         """Raise a ConfigError naming the key and the choices for a domain name it lacks.
 
-        Default: ``data.source`` and ``data.target`` are two different domains, and
-        ``data.validation`` lists other domains (comma-separated), or is "" or "none".
+        Default: ``data.source`` names one or more domains (comma-separated, each once),
+        ``data.target`` another, and ``data.validation`` lists other domains, or is
+        ``source_holdout`` (datasets with a ``holdout``), "" or "none".
         """
-        for key in ("source", "target"):
-            self.check_domain(getattr(data, key), f"data.{key}")
-        if data.source == data.target:
-            raise ConfigError(f"config keys data.source and data.target are both {data.source!r}.")
+        sources = self.source_domains(data)
+        if not sources:
+            raise ConfigError("config key data.source is empty; name one or more domains.")
+        if len(set(sources)) != len(sources):
+            raise ConfigError(f"config key data.source={data.source!r} names a domain twice.")
+        for name in sources:
+            self.check_domain(name, "data.source", data)
+        self.check_domain(data.target, "data.target", data)
+        if data.target in sources:
+            raise ConfigError(
+                f"config keys data.source and data.target both name {data.target!r}; the target "
+                "must be another domain."
+            )
+        if data.validation == SOURCE_HOLDOUT:
+            if self.holdout is None:
+                raise ConfigError(
+                    f"config key data.validation={SOURCE_HOLDOUT!r}: the {self.name} dataset has "
+                    "no source hold-out lists; name held-out domains or 'none'."
+                )
+            return
         for name in self.validation_domains(data):
-            self.check_domain(name, "data.validation")
-            if name in (data.source, data.target):
+            self.check_domain(name, "data.validation", data)
+            if name in (*sources, data.target):
                 raise ConfigError(
                     f"config key data.validation lists {name!r}, which is the source or target; "
                     "validation must use held-out domains."
                 )
 
     def plan(self, data) -> Plan:
-        """The parts an experiment reads. Default: whole domains, the target's accuracy measured
-        on the target set itself (unlabelled in training), the validation domains concatenated."""
-        target = (data.target, ALL)
+        """The parts an experiment reads. Default: the sources' and the target's
+        ``train_split``, target accuracy on its ``test_split`` (the same set when both are
+        ``all``), held-out domains' ``test_split``; with ``data.validation=source_holdout``
+        the sources' hold-out lists instead."""
+        sources = self.source_domains(data)
+        train, validation = self.train_split, ()
+        if data.validation == SOURCE_HOLDOUT and self.holdout is not None:
+            train, held_out = self.holdout
+            validation = tuple((name, held_out) for name in sources)
+        else:
+            names = self.validation_domains(data)
+            validation = tuple((name, self.test_split) for name in names)
         return Plan(
-            source=(data.source, ALL),
-            target=target,
-            target_eval=target,
-            validation=tuple((name, ALL) for name in self.validation_domains(data)),
+            source=tuple((name, train) for name in sources),
+            target=(data.target, self.train_split),
+            target_eval=(data.target, self.test_split),
+            validation=validation,
         )
+
+    def source_domains(self, data) -> tuple[str, ...]:
+        """The domains ``data.source`` names (comma-separated: a union of labelled domains)."""
+        return parse_domains(data.source)
 
     def validation_domains(self, data) -> tuple[str, ...]:
         """The domains ``data.validation`` names (comma-separated; "" or "none": none)."""
-        if _no_validation(data.validation):
+        if _no_validation(data.validation) or data.validation == SOURCE_HOLDOUT:
             return ()
-        return tuple(name.strip() for name in data.validation.split(",") if name.strip())
+        return parse_domains(data.validation)
 
-    def check_domain(self, domain: str, key: str | None = None) -> None:
+    def study_parts(self, data, domains: Sequence[str]) -> tuple[Part, ...]:
+        """The parts a study over ``domains`` (any of them source or target) may read, so that
+        it reads each once: every domain's ``train_split`` and ``test_split``."""
+        splits = tuple(dict.fromkeys((self.train_split, self.test_split)))
+        return tuple((name, split) for name in domains for split in splits)
+
+    def domain_names(self, data=None) -> tuple[str, ...]:
+        """Every domain a config may name (``data``: for datasets whose domains are found in
+        their root)."""
+        return self.domains
+
+    def present_domains(self, data) -> tuple[str, ...]:
+        """The domains whose data the root holds (default: all of them), for listings."""
+        return self.domain_names(data)
+
+    def check_domain(self, domain: str, key: str | None = None, data=None) -> None:
         """A ConfigError for a domain this dataset does not have, naming the config ``key`` (if
         given) and the choices."""
-        if domain not in self.domains:
+        choices = self.domain_names(data)
+        if domain not in choices:
             where = f"config key {key}={domain!r}" if key else f"domain {domain!r}"
             raise ConfigError(
                 f"{where} is not a domain of the {self.name} dataset; "
-                f"choose one of {', '.join(self.domains)}."
+                f"choose one of {', '.join(choices)}."
             )
 
     def check_split(self, split: str) -> None:

@@ -141,7 +141,8 @@ def _subfolders(folder: str) -> list[str]:
 
 
 def _domain_dir(root: PathLike, domain: str) -> str:
-    """The domain's folder, after checking that the root and the folder exist."""
+    """The domain's folder (``domain`` may be a relative path, ``amazon/images``), after checking
+    that the root and the folder exist."""
     root = require_root(root)
     domain_dir = os.path.join(root, domain)
     if not os.path.isdir(domain_dir):
@@ -168,7 +169,10 @@ def list_domain(
     root: PathLike, domain: str, *, on_bad: str = "error"
 ) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
     """Image paths (relative to ``root``, ``<domain>/<class>/<image>``), int32 labels and class
-    names of one domain, in sorted class then file name order; labels index the class names."""
+    names of one domain, in sorted class then file name order; labels index the class names.
+
+    ``domain`` is the domain's folder relative to the root: a name, or a path such as
+    ``amazon/images`` (Office-31), which then begins every path."""
     check_on_bad(on_bad)
     root = os.fspath(root)
     class_names = class_folders(root, domain)
@@ -475,10 +479,14 @@ class ImageFolder(Dataset):
 
     Subclasses set ``name``, ``domains``, ``root_variable`` (the environment variable naming the
     root) and ``root_default``; the root is ``data.root``, else the variable, else the default.
-    The one split is ``all`` (every image of the domain); a subclass with official split lists
-    adds their names to ``splits`` and reads them in :meth:`list_split`.
+    A domain's class folders lie in :meth:`domain_folder` (``layout`` describes it in errors:
+    Office-31 keeps them in ``<domain>/images/``). The one split is ``all`` (every image of the
+    domain); a subclass with official image lists adds their names to ``splits`` and reads them
+    in :meth:`list_split`.
     """
 
+    title: str = ""  # the data set's usual name, in messages ("" = ``name``)
+    layout: str = "<domain>/<class>/<image>"  # below the root, for error messages
     root_variable: str = ""
     root_default: str = ""
 
@@ -492,26 +500,64 @@ class ImageFolder(Dataset):
         """The root ``data.root`` names, or :meth:`default_root` when it is empty."""
         return data.root or self.default_root()
 
+    def domain_folder(self, root: str, domain: str) -> str:
+        """The folder holding ``domain``'s class folders, relative to the root."""
+        return domain
+
     def require_root(self, root: PathLike) -> str:
         """``root`` as a string; a DataError naming the expected layout when it is no folder."""
-        folders = " ".join(f"{domain}/" for domain in self.domains)
         variable = f" or set ${self.root_variable}" if self.root_variable else ""
         return require_root(
             root,
-            f"it should contain {folders} folders, so pass --config.data.root{variable} to such "
-            "a folder.",
+            f"the {self.title or self.name} layout is {self.describe_layout()}, so pass "
+            f"--config.data.root (--root to python -m jaxdann.data){variable} to such a folder.",
+        )
+
+    def describe_layout(self) -> str:
+        """``ROOT/<layout>`` and the domains, for messages."""
+        folders = ", ".join(f"{domain}/" for domain in self.domains)
+        domains = f" (domain folders {folders})" if self.domains else ""
+        return f"ROOT/{self.layout}{domains}"
+
+    def check_layout(self, root: str, domain: str) -> str:
+        """The domain's folder relative to the root; a DataError in one sentence, naming the
+        expected layout and what the root holds, when it is not there."""
+        relative = self.domain_folder(root, domain)
+        if not os.path.isdir(os.path.join(root, relative)):
+            found = ", ".join(_subfolders(root)) or "no folders"
+            raise DataError(
+                f"{os.path.join(root, relative)!r} is not a folder: the "
+                f"{self.title or self.name} layout is {self.describe_layout()}, and {root!r} "
+                f"holds {found}; fix data.root or the domain name."
+            )
+        return relative
+
+    def present_domains(self, data) -> tuple[str, ...]:
+        root = self.require_root(self.root(data))
+        return tuple(
+            domain
+            for domain in self.domain_names(data)
+            if os.path.isdir(os.path.join(root, self.domain_folder(root, domain)))
         )
 
     def class_names(self, data, domains: Sequence[str] | None = None) -> tuple[str, ...]:
         root = self.require_root(self.root(data))
-        return check_classes(root, tuple(domains) if domains else self.domains)
+        domains = tuple(domains) if domains else self.domain_names(data)
+        folders = [self.check_layout(root, domain) for domain in domains]
+        return check_classes(root, folders)
+
+    def listing(self, domain: str, split: str, data) -> tuple[str, tuple[str, ...], np.ndarray]:
+        self.check_domain(domain, data=data)
+        root = self.require_root(self.root(data))
+        paths, labels, _ = self.list_split(root, domain, split, data.on_bad)
+        return root, tuple(paths), labels
 
     def list_split(
         self, root: str, domain: str, split: str, on_bad: str
     ) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
         """Relative paths, int32 labels and class names of ``domain``'s ``split``."""
         self.check_split(split)
-        return list_domain(root, domain, on_bad=on_bad)
+        return list_domain(root, self.check_layout(root, domain), on_bad=on_bad)
 
     def load(
         self,
@@ -523,7 +569,7 @@ class ImageFolder(Dataset):
         limit: int = 0,
         progress: bool = True,
     ) -> Domain:
-        self.check_domain(domain)
+        self.check_domain(domain, data=data)
         self.check_split(split)
         root = self.require_root(self.root(data))
         paths, labels, class_names = self.list_split(root, domain, split, data.on_bad)
@@ -542,3 +588,22 @@ class ImageFolder(Dataset):
             shard=shard,
             limit=limit,
         )
+
+
+class Folder(ImageFolder):
+    """``data.name=folder``: any ``ROOT/<domain>/<class>/<image>`` tree; its domains are the
+    root's folders (``data.root`` must name it)."""
+
+    name = "folder"
+    title = "folder dataset"
+
+    def domain_names(self, data=None) -> tuple[str, ...]:
+        if data is None:
+            return self.domains
+        if not data.root:
+            raise ConfigError(
+                "the folder dataset reads the folder data.root names, and it is empty; pass "
+                "--config.data.root=DIR (--root DIR to python -m jaxdann.data), laid out "
+                "DIR/<domain>/<class>/<image>."
+            )
+        return tuple(_subfolders(self.require_root(data.root)))

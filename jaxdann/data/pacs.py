@@ -4,7 +4,9 @@ A :class:`~jaxdann.data.folder.ImageFolder` (``ROOT/<domain>/<class>/<image>``, 
 :mod:`jaxdann.data.folder`) with PACS's domain names, its root (``$JAXDANN_PACS_ROOT`` or
 ``../shared/data/PACS``), and its official split lists: ``<domain>_<split>_kfold.txt`` for the
 splits ``train``, ``crossval`` and ``test``, in the root or ``ROOT/splits/``. Training reads the
-split ``all`` (every image of a domain), as the seed did. With ``data.format=tfds`` the domains
+split ``all`` (every image of a domain), as the seed did; with ``data.validation=source_holdout``
+each source trains on its ``train`` list and the run validates on their ``crossval`` lists (Li et
+al.'s source validation; the target is still read whole). With ``data.format=tfds`` the domains
 are read from the TFDS ``pacs`` dataset instead (:mod:`jaxdann.tfds_pacs`).
 
 The module functions (``list_domain``, ``load_domain``, ``load_domains``, ``check_classes``) take
@@ -37,6 +39,7 @@ from jaxdann.data.folder import (
 )
 from jaxdann.data.folder import check_classes as _check_classes
 from jaxdann.data.folder import list_domain as _list_folder
+from jaxdann.data.image_list import read_image_list
 from jaxdann.errors import ConfigError, DataError
 
 __all__ = [
@@ -84,53 +87,17 @@ def _read_split(
 ) -> tuple[list[str], list[int]]:
     """Paths and labels from an official PACS ``<domain>_<split>_kfold.txt`` list."""
     split_path = _split_file(root, domain, split)
-    paths: list[str] = []
-    labels: list[int] = []
-    missing: list[str] = []
-    disagreeing: list[str] = []
-    with open(split_path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.strip().rsplit(maxsplit=1)
-            if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
-                raise DataError(
-                    f"Line {line_number} of split file {split_path!r} is {line.strip()!r}; each "
-                    "line must be '<relative image path> <1-based class number>'."
-                )
-            relative = fields[0].replace("\\", "/").removeprefix("./")
-            number = int(fields[1])
-            if not os.path.isfile(os.path.join(root, relative)):
-                missing.append(relative)
-                continue
-            folder = relative.split("/")[-2] if "/" in relative else ""
-            if not 1 <= number <= len(class_names) or class_names[number - 1] != folder:
-                disagreeing.append(f"{relative} (class number {number}, folder {folder!r})")
-                continue
-            paths.append(relative)
-            labels.append(number - 1)
-    if missing:
-        raise DataError(
-            f"{len(missing)} files listed in split file {split_path!r} do not exist under "
-            f"{root!r}: {format_paths(missing)}; fix the split file or the root."
-        )
-    if disagreeing:
-        raise DataError(
-            f"{len(disagreeing)} lines of split file {split_path!r} give a class number that "
-            f"disagrees with the image's folder (classes numbered from 1 in sorted order "
-            f"{', '.join(class_names)}): {format_paths(disagreeing)}; fix the split file."
-        )
-    if not paths:
-        raise DataError(f"Split file {split_path!r} lists no images; give it some lines.")
-    return paths, labels
+    return read_image_list(split_path, root, class_names, base=1, kind="split file")
 
 
 class PACS(ImageFolder):
     """PACS: the image-folder reader, its four domains, and its official split lists."""
 
     name = "pacs"
+    title = "PACS"
     domains = DOMAINS
     splits = (ALL, *SPLITS)
+    holdout = ("train", "crossval")
     root_variable = "JAXDANN_PACS_ROOT"
     root_default = os.path.join("..", "shared", "data", "PACS")
 
@@ -145,6 +112,17 @@ class PACS(ImageFolder):
         paths, labels = _read_split(root, domain, split, class_names)
         return paths, np.asarray(labels, dtype=np.int32), class_names
 
+    def listed_splits(self, data, domain: str) -> tuple[str, ...]:
+        """``all``, and the official lists found in the root."""
+        root = self.root(data)
+        names = [f"{domain}_{split}_kfold.txt" for split in SPLITS]
+        found = [
+            split
+            for split, name in zip(SPLITS, names, strict=True)
+            if any(os.path.isfile(os.path.join(root, f, name)) for f in ("", "splits"))
+        ]
+        return (ALL, *found)
+
     def load(
         self,
         domain: str,
@@ -157,7 +135,7 @@ class PACS(ImageFolder):
     ) -> Domain:
         if data.format != "tfds":
             return super().load(domain, split, data, shard=shard, limit=limit, progress=progress)
-        self.check_domain(domain)
+        self.check_domain(domain, data=data)
         if split != ALL:
             raise ConfigError(
                 f"data.format=tfds reads whole domains (split {ALL!r}), not split {split!r}; use "

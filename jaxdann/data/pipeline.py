@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 
 from jaxdann import config as config_lib
-from jaxdann.data import ALL, DATASETS
+from jaxdann.data import DATASETS
 from jaxdann.data.dataset import Domain, select_rows
 from jaxdann.errors import DataError
 
@@ -28,7 +28,6 @@ __all__ = [
     "describe_fingerprint",
     "load_domains",
     "load_experiment_data",
-    "load_pacs_domains",
     "steps_per_epoch",
     "source_batch_indices",
     "target_batch_indices",
@@ -95,6 +94,8 @@ def describe_fingerprint(values: np.ndarray) -> dict:
 
 
 def _concat(splits: list[Split]) -> Split:
+    if len(splits) == 1:  # the part itself: PACS's target may be its target_eval too
+        return splits[0]
     return Split(
         np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
     )
@@ -108,10 +109,11 @@ def load_experiment_data(
     The dataset ``data.name`` chooses (:data:`jaxdann.data.DATASETS`) checks the domain names
     (a ConfigError names the key and the dataset's domains) and says which (domain, split) parts
     the experiment reads (:meth:`~jaxdann.data.dataset.Dataset.plan`); each part is read once.
+    Several source domains (``data.source=photo,cartoon``) are one labelled union, in order.
 
-    ``domains``: whole domains :func:`load_domains` already read for a config with the same
-    ``data`` settings, by name, so that a sweep over many runs decodes (or reads from the cache)
-    each domain once. They are used for an unsharded load (``shard=(0, 1)``).
+    ``domains``: parts :func:`load_domains` already read for a config with the same ``data``
+    settings, by (domain, split), so that a study over many runs decodes (or reads from the
+    cache) each part once. They are used for an unsharded load (``shard=(0, 1)``).
 
     ``shard=(index, count)``: this process's share of every split, every ``count``-th image from
     ``index`` (only its share is decoded); ``data.limit`` then applies per shard
@@ -121,7 +123,7 @@ def load_experiment_data(
     dataset = DATASETS.get(data.name)
     dataset.check_settings(data)
     plan = dataset.plan(data)
-    parts = list(dict.fromkeys([plan.source, plan.target, plan.target_eval, *plan.validation]))
+    parts = list(dict.fromkeys([*plan.source, plan.target, plan.target_eval, *plan.validation]))
     class_names = dataset.class_names(data, list(dict.fromkeys(part[0] for part in parts)))
     splits = {}
     for part in parts:
@@ -136,7 +138,7 @@ def load_experiment_data(
         splits[part] = Split(loaded.images, loaded.labels)
     validation = [splits[part] for part in plan.validation]
     return ExperimentData(
-        source=splits[plan.source],
+        source=_concat([splits[part] for part in plan.source]),
         target=splits[plan.target],
         target_eval=splits[plan.target_eval],
         validation=_concat(validation) if validation else None,
@@ -147,31 +149,32 @@ def load_experiment_data(
 
 
 def _preloaded(domains: dict | None, part: tuple[str, str], data, shard: tuple[int, int]):
-    """The part from ``domains`` (whole domains, unsharded), limited as ``data.limit`` says."""
-    name, split = part
-    if domains is None or split != ALL or name not in domains or shard != (0, 1):
+    """The part from ``domains`` (unsharded), limited as ``data.limit`` says."""
+    if domains is None or part not in domains or shard != (0, 1):
         return None
-    whole = domains[name]
+    whole = domains[part]
     rows = select_rows(len(whole), (0, 1), data.limit)
     if len(rows) == len(whole):
         return whole
     paths = tuple(whole.paths[row] for row in rows) if whole.paths else ()
-    return Domain(name, whole.images[rows], whole.labels[rows], whole.class_names, paths)
+    return Domain(whole.name, whole.images[rows], whole.labels[rows], whole.class_names, paths)
 
 
 def load_domains(config, names, shard: tuple[int, int] = (0, 1)) -> dict:
-    """The named domains of the config's dataset, whole (split ``all``), read the way
-    ``config.data`` says (``data.limit`` included), for :func:`load_experiment_data`'s
-    ``domains``. An unknown name is a ConfigError listing the dataset's domains."""
+    """The parts of the named domains a study over them reads
+    (:meth:`~jaxdann.data.dataset.Dataset.study_parts`: whole domains, or train and test
+    splits), by (domain, split), read the way ``config.data`` says (``data.limit`` included),
+    for :func:`load_experiment_data`'s ``domains``. An unknown name is a ConfigError listing the
+    dataset's domains."""
     data = config.data
     dataset = DATASETS.get(data.name)
     for name in names:
-        dataset.check_domain(name)
+        dataset.check_domain(name, data=data)
     dataset.class_names(data, list(names))  # clear errors for classes that differ, first
-    return {name: dataset.load(name, ALL, data, shard=shard, limit=data.limit) for name in names}
-
-
-load_pacs_domains = load_domains  # the name jaxdann.pairs calls it by
+    return {
+        part: dataset.load(*part, data, shard=shard, limit=data.limit)
+        for part in dataset.study_parts(data, list(names))
+    }
 
 
 def steps_per_epoch(num_source: int, batch_size: int, drop_last: bool) -> int:
