@@ -21,12 +21,14 @@ from jaxdann.errors import DamagedFile, FolderInUse
 __all__ = [
     "DamagedFile",
     "DATA_RECORD",
+    "MODEL_RECORD",
     "RESUMABLE_KEYS",
     "RunFolder",
     "check_data",
     "check_workdir",
     "held",
     "hold_folder",
+    "model_record",
     "read_json",
     "read_metrics",
     "saved_epochs",
@@ -42,6 +44,8 @@ __all__ = [
 _MARKER = "_CHECKPOINT_METADATA"
 _ORBAX_ENTRIES = frozenset({_MARKER, "commit_success.txt", "default"})
 DATA_RECORD = "data.json"  # what the run reads (input_pipeline.ExperimentData.fingerprint)
+# What using the trained model needs besides config.json and a checkpoint (jaxdann.inference).
+MODEL_RECORD = "model.json"
 
 
 def read_json(path: str, fix: str = "restore it or choose a new --workdir") -> Any:
@@ -140,6 +144,12 @@ def check_workdir(config, workdir: str) -> None:
             "its settings cannot be checked; restore config.json or choose a new --workdir."
         )
     previous = config_lib.flatten(read_json(path))
+    if "data.name" in previous:  # the demo's folders from before it was named "demo"
+        from jaxdann.data.demo import current_dataset_name
+
+        previous["data.name"] = current_dataset_name(
+            previous["data.name"], previous.get("data.source", "")
+        )
     current = config_lib.flatten(config_lib.to_dict(config))
     resumable = RESUMABLE_KEYS
     if os.path.exists(os.path.join(workdir, DATA_RECORD)):
@@ -204,6 +214,16 @@ def check_data(workdir: str, fingerprints: list[dict]) -> None:
 def write_data(workdir: str, fingerprints: list[dict]) -> None:
     """Records what the run reads (see :func:`check_data`)."""
     write_json(os.path.join(workdir, DATA_RECORD), {"processes": fingerprints})
+
+
+def model_record(data) -> dict:
+    """``data``'s class names in label order and the normalisation its images get: with these
+    a trained model classifies new images without the data set it was trained on."""
+    return {
+        "class_names": [str(name) for name in data.class_names],
+        "mean": [float(value) for value in data.mean],
+        "std": [float(value) for value in data.std],
+    }
 
 
 def _progress(workdir: str) -> tuple[list[dict], list[int]]:
@@ -359,12 +379,18 @@ class RunFolder:
         restored = self.manager.restore(epoch, args=ocp.args.StandardRestore(old))
         return state.replace(**restored)
 
-    def write_record(self, config_dict: dict, fingerprints: list[dict], retrain: bool) -> None:
+    def write_record(
+        self, config_dict: dict, fingerprints: list[dict], retrain: bool, data=None
+    ) -> None:
+        """config.json, data.json and, given the run's ``data``, model.json
+        (:func:`model_record`)."""
         os.makedirs(self.workdir, exist_ok=True)
         if not self.is_main:
             return
         write_json(os.path.join(self.workdir, "config.json"), config_dict)
         write_data(self.workdir, fingerprints)
+        if data is not None:
+            write_json(os.path.join(self.workdir, MODEL_RECORD), model_record(data))
         summary = os.path.join(self.workdir, "summary.json")
         if retrain and os.path.exists(summary):
             os.remove(summary)  # trained again: not finished until its new summary
