@@ -71,12 +71,12 @@ def test_the_epoch_metrics_name_each_methods_own_losses():
 @pytest.mark.parametrize(
     "flag,message",
     [
-        ("--config.method.mcc_weight=0.1", "method.mcc_weight=0.1: adaptation='dann'"),
+        ("--config.method.mcc_weight=0.1", "method.mcc_weight=0.1: adaptation='none'"),
         ("--config.method.kernel_alphas=a,b", "method.kernel_alphas='a,b'"),
     ],
 )
 def test_a_setting_a_method_cannot_use_is_one_error_line(tmp_path, capsys, flag, message):
-    adaptation = "dan" if "kernel" in flag else "dann"
+    adaptation = "dan" if "kernel" in flag else "none"
     args = ["--workdir", str(tmp_path / "x"), f"--config.adaptation={adaptation}", flag]
     assert train.main([*args, "--config.epochs=1", *TINY]) == 2
     err = capsys.readouterr().err.strip()
@@ -227,14 +227,21 @@ def test_the_fused_dan_loss_has_tllibs_gradient_and_ignores_padding_rows():
     _assert_close(padded_grads, grads, rtol=1e-4, atol=1e-6)
 
 
-def test_the_mcc_regulariser_adds_mcc_on_the_target_logits():
-    method, params, model_state, batch = _setup("jan")
+@pytest.mark.parametrize("adaptation", ["dann", "cdan_e", "dan", "jan", "mdd", "mcc", "afn"])
+def test_the_mcc_regulariser_adds_mcc_on_the_target_logits(adaptation):
+    method, params, model_state, batch = _setup(adaptation)
     plain, _, _ = _fused(method, params, model_state, batch)
     method.config.method.mcc_weight = 0.5
     regularised = type(method)(method.config, method.network, mean=0.5, std=0.25)
     assert regularised.epoch_metrics[-1] == "mcc_regularizer"
-    assert type(regularised).epoch_metrics[-1] == "jmmd"
+    assert type(regularised).epoch_metrics[-1] != "mcc_regularizer"
     fn = jax.jit(regularised.loss)
     with_mcc, (sums, _) = fn(params, model_state, batch, jax.random.key(1), PROGRESS)
-    np.testing.assert_allclose(with_mcc, plain + 0.5 * sums["mcc_regularizer"], rtol=1e-6)
+    np.testing.assert_allclose(with_mcc, plain + 0.5 * sums["mcc_regularizer"], rtol=1e-5)
+    # The regulariser is MCC of the classifier's logits on the target images (no dropout here).
+    target = regularised.prepare(batch, jax.random.key(1))[1]
+    features, state = regularised.network.embed(params, model_state, target, train=True)
+    logits, _ = regularised.network.run(params, state, "classifier", features, train=True)
+    expected = losses.mcc(logits, temperature=2.5, mask=batch["target_mask"])
+    np.testing.assert_allclose(sums["mcc_regularizer"], expected, rtol=1e-5)
     assert 0 < float(sums["mcc_regularizer"]) < 1

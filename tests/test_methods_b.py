@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdann import config as config_lib
-from jaxdann import train
+from jaxdann import losses, train
 from jaxdann.data.transforms import normalize
 from jaxdann.errors import ConfigError
 from jaxdann.methods import METHODS
@@ -131,9 +131,11 @@ def _mcd_by_hand(config, method, params, model_state, batch):
             p[part] = jax.tree.map(lambda w, b: w - lr * b, p[part], decayed)
         return p
 
-    def stage_a(p):
+    def stage_a(p):  # with the MCC regulariser of both classifiers' target logits
         y1, y2, state = forward(p, model_state)
-        return source_loss(y1, y2), state
+        mask, weight = batch["target_mask"], config.method.mcc_weight
+        regularizer = losses.mcc(y1[rows:], mask=mask) + losses.mcc(y2[rows:], mask=mask)
+        return source_loss(y1, y2) + weight * regularizer / 2, state
 
     grads, model_state = jax.grad(stage_a, has_aux=True)(params)
     params = sgd(params, grads, features + classifiers)
@@ -158,6 +160,7 @@ def _mcd_by_hand(config, method, params, model_state, batch):
 
 def test_one_jitted_mcd_step_equals_its_three_stages_by_hand():
     overrides = {"method.num_k": 2, "method.trade_off": 0.7, "model.bottleneck": 8}
+    overrides["method.mcc_weight"] = 0.3
     config, method, params, model_state, batch = _setup("mcd", **overrides)
     assert set(method.groups["features"]) == {"features", "bottleneck"}
     optimizer_for, schedule_for = optimizer_factories(config.optimizer)

@@ -19,9 +19,10 @@ Where this differs from TLlib (tllib/normalization/afn.py, examples/.../afn.py):
 
 - TLlib's features are a bottleneck block, Linear(1000)-BN-ReLU-Dropout(0.5) with the L2-
   preserved scaling, which both the norm loss and the one-layer head read (the same mask).
-  Here the features are the network's (backbone, then ``model.bottleneck`` if set); the
-  norm loss reads them through its own L2-preserved dropout mask and the classifier through
-  its own dropout, so the two see different masks;
+  Here AFN always has a bottleneck too, Linear-BN-ReLU of width ``model.bottleneck`` or, where
+  that is 0, ``method.afn_bottleneck`` (1000; on raw CNN features the norm grew without bound
+  and the demo diverged); the norm loss reads its output through its own L2-preserved dropout
+  mask and the classifier through its own dropout, so the two see different masks;
 - no optional entropy term on target (TLlib's ``--trade-off-entropy``, off by default);
 - the norm terms are means over real rows only (padding excluded);
 - the epoch's ``norm_loss`` is the mean of the steps' values.
@@ -50,6 +51,7 @@ def l2_preserved_dropout(features: jax.Array, rate: float, key: jax.Array) -> ja
 class AFN(Method):
     label = "AFN"
     needs_target = True
+    adds_mcc_regularizer = True
     epoch_metrics = (
         "learning_rate",
         "class_loss",
@@ -58,6 +60,12 @@ class AFN(Method):
         "feature_norm_source",
         "feature_norm_target",
     )
+
+    @classmethod
+    def bottleneck_width(cls, config) -> int:
+        """``model.bottleneck``, else ``method.afn_bottleneck``: AFN's features are always a
+        bottleneck's (TLlib: 1000 wide); on raw CNN features the norm grows without bound."""
+        return int(config.model.bottleneck) or int(config.method.afn_bottleneck)
 
     def loss(self, params, model_state, batch, rng, progress):
         source, target, key = self.prepare(batch, rng)
@@ -73,6 +81,12 @@ class AFN(Method):
             params, model_state, target, train=True, rng=target_key
         )
         loss, sums = self.classification(logits, batch)
+        if self.mcc_weight > 0:  # the regulariser reads the target's logits
+            target_logits, model_state = net.run(
+                params, model_state, "classifier", target_features, train=True, rng=target_key
+            )
+            regularizer, regularizer_sums = self.target_regularizer(target_logits, batch)
+            loss, sums = loss + regularizer, sums | regularizer_sums
 
         rate, delta = float(self.config.model.dropout_rate), float(self.config.method.delta)
         norm_loss = 0.0

@@ -111,6 +111,12 @@ class Method:
     # -- the parts -------------------------------------------------------------------------
 
     @classmethod
+    def bottleneck_width(cls, config) -> int:
+        """The width of the bottleneck between backbone and heads (0: none):
+        ``model.bottleneck``, unless the method's definition includes one of its own."""
+        return int(config.model.bottleneck)
+
+    @classmethod
     def heads(cls, config, backbone, num_classes: int) -> dict[str, nn.Module]:
         """The parts this method adds, by name (``backbone`` is a ``models.Backbone``;
         ``num_classes`` the label classifier's output count)."""

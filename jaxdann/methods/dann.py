@@ -44,6 +44,7 @@ def domain_hidden(config, backbone) -> tuple[int, ...]:
 class DANN(Method):
     label = "DANN"
     needs_target = True
+    adds_mcc_regularizer = True
     epoch_metrics = (
         "learning_rate",
         "grl_coefficient",
@@ -99,7 +100,11 @@ class DANN(Method):
         features, model_state = net.embed(
             params, model_state, jnp.concatenate([source, target]), train=True, rng=dropout_rng
         )
-        class_logits = run("classifier", features[:num_source])
+        if self.mcc_weight > 0:  # the regulariser reads the target's logits too
+            class_logits = run("classifier", features)
+            class_logits, target_logits = class_logits[:num_source], class_logits[num_source:]
+        else:
+            class_logits = run("classifier", features[:num_source])
         inverted = self.config.grl.objective == "inverted_labels"
         if inverted:
             domain_logits = run("domain_classifier", jax.lax.stop_gradient(features))
@@ -127,6 +132,9 @@ class DANN(Method):
             fooling_loss = masked_mean(swapped[source_part], source_mask)
             fooling_loss += masked_mean(swapped[target_part], target_mask)
             loss = loss + weight * coefficient * fooling_loss
+        if self.mcc_weight > 0:
+            regularizer, regularizer_sums = self.target_regularizer(target_logits, batch)
+            loss, sums = loss + regularizer, sums | regularizer_sums
         sums |= {
             "domain_loss_source": jnp.sum(domain_losses[source_part] * source_mask),
             "domain_correct_source": jnp.sum(domain_hits[source_part] * source_mask),

@@ -80,6 +80,7 @@ def at_step(opt_state, step: jax.Array):
 class MCD(Method):
     label = "MCD"
     needs_target = True
+    adds_mcc_regularizer = True
     epoch_metrics = (
         "learning_rate",
         "class_loss",
@@ -149,6 +150,11 @@ class MCD(Method):
         losses_2 = per_example_loss(logits_2[:count], batch["source_labels"])
         loss = loss + masked_mean(losses_2, mask)
         sums |= {"class_loss_2": jnp.sum(losses_2 * mask)}
+        if not maximise and self.mcc_weight > 0:  # stage A: both classifiers' target logits
+            term_1, sums_1 = self.target_regularizer(logits_1[count:], batch)
+            term_2, sums_2 = self.target_regularizer(logits_2[count:], batch)
+            loss = loss + (term_1 + term_2) / 2
+            sums |= {"mcc_regularizer": (sums_1["mcc_regularizer"] + sums_2["mcc_regularizer"]) / 2}
         if maximise:
             trade_off = float(self.config.method.trade_off)
             loss = loss - trade_off * self._discrepancy(logits_1, logits_2, batch)

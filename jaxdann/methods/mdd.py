@@ -45,6 +45,7 @@ __all__ = ["MDD"]
 class MDD(Method):
     label = "MDD"
     needs_target = True
+    adds_mcc_regularizer = True
     epoch_metrics = (
         "learning_rate",
         "grl_coefficient",
@@ -95,8 +96,9 @@ class MDD(Method):
             target_mask=batch["target_mask"],
         )
         transfer_loss = -discrepancy
-        loss = loss + float(self.config.method.trade_off) * transfer_loss
-        sums |= {"transfer_loss": transfer_loss, "grl_coefficient": coefficient}
+        regularizer, regularizer_sums = self.target_regularizer(logits[count:], batch)
+        loss = loss + float(self.config.method.trade_off) * transfer_loss + regularizer
+        sums |= regularizer_sums | {"transfer_loss": transfer_loss, "grl_coefficient": coefficient}
         return loss, (sums, model_state)
 
     def summarize(self, totals, stacked):
