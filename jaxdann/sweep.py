@@ -13,10 +13,15 @@ at most ``SHORT_EPOCHS`` epochs, checkpoints unless ``--cell_figures`` / ``--cel
 ask for them; a cut cell without checkpoints restarts). The
 best cell is chosen by validation accuracy: data that is neither the training source nor the
 target (PACS: held-out domains; the demo: a held-out part of the source). Target accuracy is
-reported, and drawn as an oracle heat map, but never used to choose. Rerunning the same command
-skips finished cells and resumes interrupted ones; a rerun with another grid adds its cells, and
-``results.csv`` and the heat maps hold every finished cell in the folder. Data are loaded once
-for the whole grid, and the compiled step is shared by cells that differ only in learning rate.
+reported, and drawn as an oracle heat map, but never used to choose. ``results.csv`` also has
+a column per validator (:mod:`jaxdann.validators`: scores computed without target labels), and
+``validators.csv`` says, for each validator, the cell it picks among all cells (and, with several
+adaptations, among each adaptation's), that cell's target accuracy, the best target accuracy of
+the cells it could pick (those with a score for it: the oracle) and the regret, their
+difference. Rerunning the same command skips finished cells and resumes interrupted ones; a
+rerun with another grid adds its cells, and ``results.csv`` and the heat maps hold every
+finished cell in the folder. Data are loaded once for the whole grid, and the compiled step is
+shared by cells that differ only in learning rate.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from jaxdann.training import parallel, run_folder
 from jaxdann.training.optim import OPTIMIZERS
 from jaxdann.training.run_folder import held
 from jaxdann.training.trainer import Study
+from jaxdann.validators import VALIDATORS, is_better
 
 __all__ = [
     "run_grid",
@@ -51,6 +57,8 @@ __all__ = [
     "parse_names",
     "main",
     "RESULT_COLUMNS",
+    "SELECTION_COLUMNS",
+    "select_by_validators",
     "DEFAULT_LEARNING_RATES",
     "DEFAULT_OPTIMIZERS",
 ]
@@ -62,8 +70,20 @@ RESULT_COLUMNS = (
     "train_accuracy",
     "validation_accuracy",
     "target_accuracy",
+    *VALIDATORS,
     "status",
     "run_folder",
+)
+# validators.csv: what each validator picks; target accuracy is reported, never used to pick.
+SELECTION_COLUMNS = (
+    "validator",
+    "among",
+    "picked",
+    "score",
+    "target_accuracy",
+    "oracle",
+    "oracle_target_accuracy",
+    "regret",
 )
 DEFAULT_LEARNING_RATES = "0.01,0.001,0.00001"
 DEFAULT_OPTIMIZERS = "sgd,adam,rmsprop"
@@ -211,6 +231,10 @@ def _cell_config(config, adaptation: str, optimizer: str, learning_rate: float):
 def _row(adaptation, optimizer, learning_rate, summary, status, folder) -> dict:
     summary = summary or {}
     validation = summary.get("validation_accuracy")
+    scores = summary.get("validators") or {}  # none in a summary from an older jaxdann
+    validator_columns = {
+        name: math.nan if scores.get(name) is None else scores[name] for name in VALIDATORS
+    }
     return {
         "adaptation": adaptation,
         "optimizer": optimizer,
@@ -218,6 +242,7 @@ def _row(adaptation, optimizer, learning_rate, summary, status, folder) -> dict:
         "train_accuracy": summary.get("final_source_accuracy", math.nan),
         "validation_accuracy": math.nan if validation is None else validation,
         "target_accuracy": summary.get("final_target_accuracy", math.nan),
+        **validator_columns,
         "status": status,
         "run_folder": folder,
     }
@@ -313,6 +338,7 @@ def _run_grid(
     if reports:
         _write_csv(rows, workdir)
         _write_results(rows, workdir)
+        _write_selection(rows, workdir)
     return rows
 
 
@@ -368,6 +394,63 @@ def _write_csv(rows, workdir) -> None:
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def select_by_validators(rows: list[dict]) -> list[dict]:
+    """Rows of ``validators.csv``: for each validator, the finished cell with its best score
+    among all ``rows`` (``among`` "all") and, with several adaptations, among each one's cells;
+    that cell's target accuracy, the best target accuracy among the same cells (the oracle:
+    the finished cells that have a score for this validator, those it could pick) and the
+    regret (oracle minus picked). Ties go to the earlier row; a validator no cell has (DEV
+    without a source hold-out) gets no row."""
+    adaptations = _unique(row["adaptation"] for row in rows)
+    groups = [("all", rows)]
+    if len(adaptations) > 1:
+        groups += [
+            (name, [row for row in rows if row["adaptation"] == name]) for name in adaptations
+        ]
+    selection = []
+    for among, cells in groups:
+        finished = [row for row in cells if np.isfinite(row["target_accuracy"])]
+        for name in VALIDATORS:
+            scored = [row for row in finished if np.isfinite(row[name])]
+            if not scored:
+                continue
+            oracle = max(scored, key=lambda row: row["target_accuracy"])
+            picked = scored[0]
+            for row in scored[1:]:
+                if is_better(name, row[name], picked[name]):
+                    picked = row
+            selection.append(
+                {
+                    "validator": name,
+                    "among": among,
+                    "picked": os.path.basename(picked["run_folder"]),
+                    "score": picked[name],
+                    "target_accuracy": picked["target_accuracy"],
+                    "oracle": os.path.basename(oracle["run_folder"]),
+                    "oracle_target_accuracy": oracle["target_accuracy"],
+                    "regret": oracle["target_accuracy"] - picked["target_accuracy"],
+                }
+            )
+    return selection
+
+
+def _write_selection(rows, workdir) -> None:
+    """``validators.csv`` (:func:`select_by_validators`), and a line per validator among all
+    cells."""
+    selection = select_by_validators(rows)
+    with open(os.path.join(workdir, "validators.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SELECTION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(selection)
+    for row in selection:
+        if row["among"] == "all":
+            print(
+                f"{row['validator']} picks {row['picked']}: target accuracy "
+                f"{row['target_accuracy']:.4f}, regret {row['regret']:.4f} (oracle "
+                f"{row['oracle']}, {row['oracle_target_accuracy']:.4f})"
+            )
 
 
 def _write_results(rows, workdir) -> None:

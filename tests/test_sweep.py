@@ -18,6 +18,9 @@ from jaxdann.data.pacs import DOMAINS
 from jaxdann.errors import TrainingDiverged
 from jaxdann.methods import METHODS, get_method
 
+# What a demo run scores without target labels (it validates on held-out source images).
+DEMO_VALIDATORS = ("im", "entropy", "snd", "dev", "source_holdout_accuracy")
+
 
 def demo_grid_config(**overrides):
     config = config_lib.demo_config()
@@ -80,6 +83,21 @@ def test_grid_writes_results_heatmaps_and_selects_by_validation(
             summary = json.load(f)
         assert float(row["validation_accuracy"]) == summary["validation_accuracy"]
         assert float(row["target_accuracy"]) == summary["final_target_accuracy"]
+        assert set(summary["validators"]) == set(DEMO_VALIDATORS)
+        for name, score in summary["validators"].items():
+            assert float(row[name]) == score, name
+        assert row["held_out_domain_accuracy"] == "nan"  # the demo holds out source images
+    selection = read_csv(os.path.join(workdir, "validators.csv"))
+    assert tuple(row["validator"] for row in selection) == DEMO_VALIDATORS
+    oracle = max(float(row["target_accuracy"]) for row in results)
+    for row in selection:
+        scores = [float(cell[row["validator"]]) for cell in results]
+        best = min(scores) if row["validator"] == "dev" else max(scores)
+        picked = next(cell for cell in results if float(cell[row["validator"]]) == best)
+        assert row["picked"] == os.path.basename(picked["run_folder"])
+        assert float(row["target_accuracy"]) == float(picked["target_accuracy"])
+        assert float(row["oracle_target_accuracy"]) == oracle
+        assert float(row["regret"]) == pytest.approx(oracle - float(picked["target_accuracy"]))
     for name in ("heatmap_train", "heatmap_validation", "heatmap_target_oracle", "best_curves"):
         assert os.path.getsize(os.path.join(workdir, f"{name}.png")) > 1000
     best = max(rows, key=lambda row: row["validation_accuracy"])
@@ -96,6 +114,44 @@ def test_grid_writes_results_heatmaps_and_selects_by_validation(
     again = sweep.run_grid(demo_grid_config(), workdir, [0.01, 0.001], ["sgd", "adam"], ["dann"])
     assert [row["status"] for row in again] == ["done earlier"] * 4
     assert [row["target_accuracy"] for row in again] == [row["target_accuracy"] for row in rows]
+
+
+def selection_row(adaptation, optimizer, target, **scores):
+    row = {"adaptation": adaptation, "optimizer": optimizer, "target_accuracy": target}
+    row |= {name: scores.get(name, float("nan")) for name in sweep.VALIDATORS}
+    return row | {"run_folder": os.path.join("grid", f"{adaptation}_{optimizer}")}
+
+
+def test_each_validator_picks_by_its_own_sign_and_never_by_target_accuracy():
+    rows = [
+        selection_row("none", "sgd", 0.5, im=0.9, dev=2.0, snd=1.0),
+        selection_row("none", "adam", 0.7, im=0.1, dev=1.0, snd=1.0),
+        selection_row("dann", "sgd", 0.8, im=0.5, dev=3.0),
+        selection_row("dann", "adam", float("nan"), im=5.0, dev=0.1),  # diverged: not a pick
+    ]
+    picks = {(r["validator"], r["among"]): r for r in sweep.select_by_validators(rows)}
+    assert picks["im", "all"]["picked"] == "none_sgd"  # the largest IM
+    assert picks["dev", "all"]["picked"] == "none_adam"  # the smallest DEV risk
+    assert picks["snd", "all"]["picked"] == "none_sgd"  # a tie goes to the earlier row
+    assert picks["im", "all"]["oracle"] == "dann_sgd"
+    assert picks["im", "all"]["regret"] == pytest.approx(0.8 - 0.5)
+    assert picks["dev", "dann"]["picked"] == "dann_sgd" and picks["dev", "dann"]["regret"] == 0
+    assert picks["dev", "none"]["oracle_target_accuracy"] == 0.7
+    assert ("snd", "dann") not in picks  # no dann cell has an SND score
+    assert ("held_out_domain_accuracy", "all") not in picks
+    one_method = sweep.select_by_validators(rows[:2])
+    assert {row["among"] for row in one_method} == {"all"}
+
+
+def test_the_oracle_is_the_best_cell_a_validator_could_pick():
+    rows = [
+        selection_row("dann", "sgd", 0.6, snd=1.0),
+        selection_row("dann", "adam", 0.9),  # finished, but no SND score (a failed score)
+        selection_row("dann", "rmsprop", 0.7, snd=0.5),
+    ]
+    (snd,) = sweep.select_by_validators(rows)
+    assert snd["picked"] == "dann_sgd" and snd["oracle"] == "dann_rmsprop"
+    assert snd["oracle_target_accuracy"] == 0.7 and snd["regret"] == pytest.approx(0.1)
 
 
 def test_rerun_with_other_settings_is_refused_not_reported_as_done(tmp_path, capsys):
@@ -348,7 +404,7 @@ def test_sweep_help_shows_the_defaults_and_the_registered_adaptations(capsys):
     assert f"--adaptations LIST     from {', '.join(METHODS.names())}" in out
     assert pairs.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "(default: 0,1,2)" in out and f"(default: {','.join(DOMAINS)})" in out
+    assert "(default: 0,1,2)" in out and f"e.g. PACS's {','.join(DOMAINS)})" in out
     assert f"from {', '.join(METHODS.names())} (default: none,dann)" in out
 
 

@@ -1,8 +1,9 @@
 """Where each step's batch comes from: device-resident pools, or one data shard per host.
 
 Both feeds hand the training loop the same things -- global arrays sharded along the mesh's
-'data' axis for every step, and (accuracy, labels, predictions) for an evaluation set -- so the
-loop has one code path for one device, many devices and many hosts.
+'data' axis for every step, (accuracy, labels, predictions) for an evaluation set, and a split's
+logits and features for the validators (``embed``) -- so the loop has one code path for one
+device, many devices and many hosts.
 
 - :class:`DevicePools` (default): every device holds every image as uint8; a step's rows are
   gathered on the device from indices. Each host loads all of the data.
@@ -28,6 +29,8 @@ from jaxdann.methods import get_method
 from jaxdann.training import parallel, run_folder
 
 __all__ = [
+    "ACCURACY_OUTPUTS",
+    "EMBEDDING_OUTPUTS",
     "DevicePools",
     "HostShards",
     "check_process_count",
@@ -40,25 +43,34 @@ __all__ = [
 
 Evaluation = tuple[float, np.ndarray, np.ndarray]  # accuracy, labels, predictions
 _EVAL_SPLITS = {"target": "target_eval", "validation": "validation"}  # evaluate(name) -> split
+# embed(name) -> split: the unlabelled target-train images and the source-train images too.
+_EMBED_SPLITS = _EVAL_SPLITS | {"target_train": "target", "source": "source"}
+ACCURACY_OUTPUTS = ("correct", "predictions", "labels", "mask")
+EMBEDDING_OUTPUTS = ("logits", "features", "labels", "mask")
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def _rows(outputs: list[dict], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The real rows (mask > 0) of each of ``keys``, concatenated over the fetched batches."""
+    keep = np.concatenate([out["mask"] for out in outputs]) > 0
+    return {key: np.concatenate([out[key] for out in outputs])[keep] for key in keys}
+
+
 def _collect(outputs: list[dict], count: int) -> Evaluation:
     """Accuracy over ``count`` rows, and the real rows' labels and predictions."""
     outputs = jax.device_get(outputs)
-    keep = np.concatenate([out["mask"] for out in outputs]) > 0
-    labels = np.concatenate([out["labels"] for out in outputs])[keep]
-    predictions = np.concatenate([out["predictions"] for out in outputs])[keep]
+    rows = _rows(outputs, ("labels", "predictions"))
     correct = float(sum(np.asarray(out["correct"]) for out in outputs))
-    return correct / count, labels, predictions
+    return correct / count, rows["labels"], rows["predictions"]
 
 
 def _with_labels(eval_step: Callable) -> Callable:
-    def evaluate(params, images, labels, mask):
-        return eval_step(params, images, labels, mask) | {"labels": labels, "mask": mask}
+    def evaluate(params, images, labels, mask, outputs=ACCURACY_OUTPUTS):
+        results = eval_step(params, images, labels, mask) | {"labels": labels, "mask": mask}
+        return {key: results[key] for key in outputs}
 
     return evaluate
 
@@ -66,18 +78,21 @@ def _with_labels(eval_step: Callable) -> Callable:
 def make_evaluator(eval_step: Callable, mesh, *, gather: bool) -> Callable:
     """``eval_step`` jitted for a feed, its outputs replicated (every process can read the
     predictions). ``gather``: the images come as a device pool plus indices (DevicePools),
-    else as the batch itself (HostShards). Built once, it serves every feed of that kind on
-    ``mesh``: the runs of a study share it."""
+    else as the batch itself (HostShards). ``outputs`` (static: one executable per set) names
+    what comes back, :data:`ACCURACY_OUTPUTS` by default, :data:`EMBEDDING_OUTPUTS` for the
+    validators. Built once, it serves every feed of that kind on ``mesh``: the runs of a study
+    share it."""
     evaluate = _with_labels(eval_step)
     if gather:
 
-        def evaluate_batch(params, images, labels, indices, mask):
-            return evaluate(params, images[indices], labels[indices], mask)
+        def evaluate_batch(params, images, labels, indices, mask, outputs=ACCURACY_OUTPUTS):
+            return evaluate(params, images[indices], labels[indices], mask, outputs)
 
     else:
         evaluate_batch = evaluate
     return jax.jit(
         evaluate_batch,
+        static_argnames="outputs",
         out_shardings=parallel.replicated(mesh),
         compiler_options=parallel.compiler_options(),
     )
@@ -132,6 +147,15 @@ class DevicePools:
 
         self._gather = _gather_batch
         self._evaluate = evaluator
+        # The target-train images the validators read: a pool already on the device, else
+        # the host arrays, copied to the device for each call (no pool held for them alone).
+        if data.target is data.target_eval:
+            self._target_train = self.eval_pools["target"][0]
+        elif self.needs_target:
+            self._target_train = self.target[0]
+        else:
+            self._target_train = data.target.images
+        self._replicated = replicated
 
     def batches(self, epoch: int, steps_per_epoch: int) -> Iterator[dict]:
         config = self.config
@@ -156,16 +180,32 @@ class DevicePools:
 
     def evaluate(self, params, name: str) -> Evaluation:
         images, labels, count = self.eval_pools[name]
+        return _collect(self._pass(params, images, labels, count, ACCURACY_OUTPUTS), count)
+
+    def embed(self, params, name: str) -> dict[str, np.ndarray]:
+        """``{"logits", "features", "labels"}`` of every image of split ``name`` (``source``,
+        ``target_train`` (labels all 0), ``target``, ``validation``), for the validators."""
+        if name == "target_train":  # never their labels: zeros stand in
+            count = len(self._target_train)
+            images = jax.device_put(self._target_train, self._replicated)
+            labels = jax.device_put(np.zeros(count, np.int32), self._replicated)
+        else:
+            images, labels, count = {"source": self.source, **self.eval_pools}[name]
+        outputs = jax.device_get(self._pass(params, images, labels, count, EMBEDDING_OUTPUTS))
+        return _rows(outputs, ("logits", "features", "labels"))
+
+    def _pass(self, params, images, labels, count: int, outputs: tuple[str, ...]) -> list:
         # Small pools get one small batch, not one padded to eval_batch_size.
         size = _round_up(min(int(self.config.eval_batch_size), count), self.mesh.size)
-        outputs = []
+        results = []
         for start in range(0, count, size):
             indices = np.arange(start, start + size)
             mask = (indices < count).astype(np.float32)
             indices = np.where(indices < count, indices, 0).astype(np.int32)
             put = lambda x: jax.device_put(x, self.sharded)  # noqa: E731
-            outputs.append(self._evaluate(params, images, labels, put(indices), put(mask)))
-        return _collect(outputs, count)
+            batch = (params, images, labels, put(indices), put(mask))
+            results.append(self._evaluate(*batch, outputs=outputs))
+        return results
 
 
 class HostShards:
@@ -236,21 +276,32 @@ class HostShards:
             yield {key: self._put(value) for key, value in batch.items()}
 
     def evaluate(self, params, name: str) -> Evaluation:
-        split = self.splits[_EVAL_SPLITS[name]]
-        rows_per_process = self.rows_per_process[_EVAL_SPLITS[name]]
+        count = sum(self.rows_per_process[_EVAL_SPLITS[name]])
+        return _collect(self._pass(params, _EVAL_SPLITS[name], ACCURACY_OUTPUTS), count)
+
+    def embed(self, params, name: str) -> dict[str, np.ndarray]:
+        """As :meth:`DevicePools.embed`: every process gets every process's rows."""
+        outputs = jax.device_get(self._pass(params, _EMBED_SPLITS[name], EMBEDDING_OUTPUTS))
+        return _rows(outputs, ("logits", "features", "labels"))
+
+    def _pass(self, params, split_name: str, outputs: tuple[str, ...]) -> list:
+        split = self.splits[split_name]
+        rows_per_process = self.rows_per_process[split_name]
         count, most = sum(rows_per_process), max(rows_per_process)
         size = _round_up(
             -(-min(int(self.config.eval_batch_size), count) // self.processes),
             self.local_devices,
         )
-        outputs = []
+        results = []
         for start in range(0, most, size):  # the same number of batches on every process
             rows = np.arange(start, start + size)
             mask = (rows < len(split)).astype(np.float32)
             rows = np.where(rows < len(split), rows, 0)
-            local = (split.images[rows], split.labels[rows], mask)
-            outputs.append(self._evaluate(params, *map(self._put, local)))
-        return _collect(outputs, count)
+            # The target-train labels stay on the host: zeros stand in for them.
+            labels = np.zeros_like(rows) if split_name == "target" else split.labels[rows]
+            local = (split.images[rows], labels.astype(np.int32), mask)
+            results.append(self._evaluate(params, *map(self._put, local), outputs=outputs))
+        return results
 
 
 def load_shard(config, shard: tuple[int, int]) -> input_pipeline.ExperimentData:

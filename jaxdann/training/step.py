@@ -96,17 +96,22 @@ def summarize_epoch(method: Method, step_metrics: list[dict]) -> dict:
 
 
 def make_eval_step(network: Network, *, mean, std) -> Callable:
-    """``eval_step(variables, images, labels, mask) -> {"correct", "count", "predictions"}``,
-    where ``variables`` is ``(params, model_state)``."""
+    """``eval_step(variables, images, labels, mask) -> {"correct", "count", "predictions",
+    "logits", "features"}``, where ``variables`` is ``(params, model_state)`` and ``features``
+    are the classifier's inputs (what the validators read); under jit, outputs a caller drops
+    cost nothing."""
 
     def eval_step(variables, images, labels, mask):
         params, model_state = variables
-        logits = network.logits(params, model_state, normalize(images, mean, std))
+        features, _ = network.embed(params, model_state, normalize(images, mean, std), train=False)
+        logits = network.run(params, model_state, "classifier", features, train=False)[0]
         predictions = logits.argmax(-1)
         return {
             "correct": jnp.sum((predictions == labels) * mask),
             "count": jnp.sum(mask),
             "predictions": predictions,
+            "logits": logits,
+            "features": features,
         }
 
     return eval_step

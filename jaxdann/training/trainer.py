@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxdann import config as config_lib
-from jaxdann import plots
+from jaxdann import plots, validators
 from jaxdann.data import pipeline as input_pipeline
 from jaxdann.errors import TrainingDiverged
 from jaxdann.methods import Method
@@ -28,7 +28,7 @@ from jaxdann.training import feed as feeds
 from jaxdann.training import parallel
 from jaxdann.training.model_setup import build_from_config, initial_variables, read_pretrained
 from jaxdann.training.optim import optimizer_factories
-from jaxdann.training.run_folder import RunFolder, saved_epochs
+from jaxdann.training.run_folder import RunFolder, saved_epochs, write_metrics
 from jaxdann.training.step import (
     TrainState,
     make_course,
@@ -36,6 +36,7 @@ from jaxdann.training.step import (
     make_train_step,
     summarize_epoch,
 )
+from jaxdann.training.tensorboard import EventLog
 
 __all__ = ["Study", "train_and_evaluate"]
 
@@ -88,7 +89,8 @@ def _compiled_key(config, network, data) -> tuple:
 
 @dataclasses.dataclass
 class _Run:
-    """What a run is built from: its devices, data, method, feed and length."""
+    """What a run is built from: its devices, data, method, feed and length; and the seconds
+    this process has spent on the validators (kept out of the epochs' times)."""
 
     config: Any
     mesh: Any
@@ -102,6 +104,7 @@ class _Run:
     fingerprints: list[dict]
     study: Study
     compiled_key: tuple
+    validators_time_s: float = 0.0
 
     @property
     def is_main(self) -> bool:
@@ -131,6 +134,7 @@ def train_and_evaluate(
     pretrained = read_pretrained(config)
     folder = RunFolder(workdir, config, is_main=jax.process_index() == 0)
     folder.hold()
+    events = None
     try:
         run = _prepare(config, workdir, data, folder, study or Study(figures=True))
         state = _initial_state(run, pretrained)
@@ -138,18 +142,40 @@ def train_and_evaluate(
         # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
         epochs = int(config.epochs)
         config_dict = config_lib.to_dict(config)
-        folder.write_record(config_dict, run.fingerprints, retrain=start_epoch < epochs)
+        folder.write_record(
+            config_dict, run.fingerprints, retrain=start_epoch < epochs, data=run.data
+        )
         if run.is_main and progress:
             print(f"run folder: {os.path.abspath(workdir)}")
         if config.data.shard_per_host:
             feeds.record_process_count(workdir)
-        state, predictions = _train(run, folder, state, start_epoch, history, progress, on_step)
+        events = EventLog(workdir, history, enabled=run.is_main)
+        state, predictions = _train(
+            run, folder, events, state, start_epoch, history, progress, on_step
+        )
         folder.close_checkpoints()  # in-flight saves end before the summary marks the run done
+        variables = (state.params, state.model_state)
         if predictions is None:  # nothing was trained in this process (a finished run)
-            _, *predictions = run.feed.evaluate((state.params, state.model_state), "target")
-        return _finish(run, folder, history, *predictions, started)
+            _, *predictions = run.feed.evaluate(variables, "target")
+        if history and "validators" not in history[-1]:  # a run finished by an older jaxdann
+            _add_validators(run, folder, events, variables, history)
+        return _finish(run, folder, events, history, *predictions, started)
     finally:
-        folder.close()
+        try:
+            if events is not None:
+                events.close()
+        finally:
+            folder.close()  # saves awaited and the folder let go, whatever the event log did
+
+
+def _add_validators(run: _Run, folder: RunFolder, events: EventLog, variables, history) -> None:
+    """Scores the last row of a run whose metrics.jsonl has no validators and writes them
+    there (and into the event file), as a run that trains its last epoch does."""
+    row = history[-1]
+    row["validators"] = _validators(run, variables, row)
+    if run.is_main:
+        write_metrics(folder.metrics_path, history)
+    events.write_epoch({"epoch": row["epoch"], "validators": row["validators"]})
 
 
 def _prepare(config, workdir: str, data, folder: RunFolder, study: Study) -> _Run:
@@ -223,9 +249,11 @@ def _initial_state(run: _Run, pretrained: dict | None) -> TrainState:
     return jax.device_put(state, replicated)
 
 
-def _train(run: _Run, folder: RunFolder, state, start_epoch, history, progress, on_step):
-    """The epochs from ``start_epoch`` on: train, evaluate, commit. Returns the state and the
-    last epoch's target (labels, predictions), or ``None`` if nothing was left to train."""
+def _train(
+    run: _Run, folder: RunFolder, events: EventLog, state, start_epoch, history, progress, on_step
+):
+    """The epochs from ``start_epoch`` on: train, evaluate, score, commit. Returns the state and
+    the last epoch's target (labels, predictions), or ``None`` if nothing was left to train."""
     config, method = run.config, run.method
     train_step, summarize = _compiled_steps(run)
     root_key = jax.random.PRNGKey(config.seed)
@@ -245,15 +273,74 @@ def _train(run: _Run, folder: RunFolder, state, start_epoch, history, progress, 
         variables = (state.params, state.model_state)
         row["target_accuracy"], *predictions = run.feed.evaluate(variables, "target")
         last_epoch = epoch + 1 == epochs
-        if run.data.validation is not None and (config.eval.validation_every_epoch or last_epoch):
-            row["validation_accuracy"], _, _ = run.feed.evaluate(variables, "validation")
+        if config.eval.validation_every_epoch or last_epoch:
+            if run.data.validation is not None:
+                row["validation_accuracy"], _, _ = run.feed.evaluate(variables, "validation")
+            validators_before = run.validators_time_s
+            row["validators"] = _validators(run, variables, row)
+            epoch_started += run.validators_time_s - validators_before  # not training time
         row["epoch_time_s"] = round(time.time() - epoch_started, 3)
         history.append(row)
         save = every > 0 and ((epoch + 1) % every == 0 or last_epoch)  # 0: never
         folder.commit_epoch(history, state, save=save)
+        events.write_epoch(row)
         if run.is_main and config.log_every_epoch:
             tqdm.write(_format_row(method, row, epochs))
     return state, predictions
+
+
+def _validators(run: _Run, variables, row: dict) -> dict[str, float | None]:
+    """The scores that choose a model without target labels (:mod:`jaxdann.validators`), from
+    the model's outputs on the target-train images (never their labels) and, for DEV, on the
+    source-train images and a source hold-out; the validation accuracy under the name of what
+    it holds out. Each is larger for a better model, except ``dev`` (a risk). The time taken is
+    added to ``run.validators_time_s``."""
+    started = time.time()
+    target = run.feed.embed(variables, "target_train")
+    probabilities = validators.softmax(target["logits"])
+    scores = {
+        "im": validators.information_maximization(probabilities),
+        "entropy": validators.entropy(probabilities),
+        "snd": validators.soft_neighborhood_density(probabilities),
+    }
+    kind = _validation_kind(run.config)
+    if kind == "source_holdout":
+        holdout, source = (
+            run.feed.embed(variables, "validation"),
+            run.feed.embed(variables, "source"),
+        )
+        scores["dev"] = validators.deep_embedded_validation(
+            source["features"],
+            target["features"],
+            holdout["features"],
+            holdout["logits"],
+            holdout["labels"],
+            seed=int(run.config.seed),
+        )
+    if kind is not None and row.get("validation_accuracy") is not None:
+        scores[f"{kind}_accuracy"] = row["validation_accuracy"]
+    run.validators_time_s += time.time() - started
+    return {name: value if np.isfinite(value) else None for name, value in scores.items()}
+
+
+def _validation_kind(config) -> str | None:
+    """What the validation data holds out: ``source_holdout`` (source-domain images the run does
+    not train on), ``held_out_domain`` (domains that are neither source nor target), or
+    ``None`` (no validation data, or a mixture)."""
+    from jaxdann.data import DATASETS
+
+    plan = DATASETS.get(config.data.name).plan(config.data)
+    # A plan's source is one (domain, split) part or, with several source domains, a tuple.
+    sources = plan.source if isinstance(plan.source[0], tuple) else (plan.source,)
+    source_domains = {domain for domain, _ in sources}
+    parts = plan.validation
+    if not parts or any(part in sources for part in parts):
+        return None
+    if all(domain in source_domains for domain, _ in parts):
+        return "source_holdout"
+    if all(domain not in (*source_domains, plan.target[0]) for domain, _ in parts):
+        return "held_out_domain"
+    return None
 
 
 def _compiled_steps(run: _Run) -> tuple[Callable, Callable]:
@@ -324,8 +411,11 @@ def _data_root(config) -> str | None:
     return os.path.abspath(dataset.root(config.data))
 
 
-def _finish(run: _Run, folder: RunFolder, history, labels, predictions, started) -> dict:
-    """Per-class accuracy, the confusion matrix, the figures, then summary.json."""
+def _finish(
+    run: _Run, folder: RunFolder, events: EventLog, history, labels, predictions, started
+) -> dict:
+    """Per-class accuracy, the confusion matrix, the figures (also into the event file), then
+    summary.json."""
     config, data = run.config, run.data
     if not history:
         raise ValueError(f"{folder.workdir}: no epoch was trained (epochs={config.epochs}).")
@@ -340,6 +430,7 @@ def _finish(run: _Run, folder: RunFolder, history, labels, predictions, started)
         "final_source_accuracy": final["source_accuracy"],
         "best_source_accuracy": max(row["source_accuracy"] for row in history),
         "validation_accuracy": final.get("validation_accuracy"),
+        "validators": final.get("validators"),
         "epochs": final["epoch"],
         "adaptation": config.adaptation,
         "num_devices": run.mesh.size,
@@ -349,6 +440,7 @@ def _finish(run: _Run, folder: RunFolder, history, labels, predictions, started)
         "platform": jax.devices()[0].platform,
         "data_root": _data_root(config),
         "train_time_s": round(sum(row["epoch_time_s"] for row in history), 2),
+        "validators_time_s": round(run.validators_time_s, 2),  # this process's, not in train
         "wall_time_s": round(time.time() - started, 2),
     }
     evaluation = {
@@ -369,5 +461,10 @@ def _finish(run: _Run, folder: RunFolder, history, labels, predictions, started)
         plots.plot_curves(
             folder.metrics_path, curves, title, metrics=type(run.method).epoch_metrics
         )
+        figures = {
+            "figures/curves": curves,
+            "figures/confusion": os.path.join(workdir, "confusion.png"),
+        }
+        events.write_figures(figures, final["epoch"])
     folder.finish(evaluation, summary)
     return summary
