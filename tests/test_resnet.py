@@ -287,6 +287,7 @@ def test_dann_batchnorm_sees_source_and_target_in_one_pass():
     assert np.abs(first(new_state) - first(apart)).max() > 1e-3
 
 
+@pytest.mark.slow  # the module-level frozen test above runs by default
 def test_frozen_batchnorm_keeps_the_statistics_while_training():
     network, method, params, model_state, batch = _training_setup(batchnorm="frozen")
     grad_fn = jax.jit(jax.grad(method.loss, has_aux=True))
@@ -325,7 +326,7 @@ def _cli_flags(tmp_path, adaptation, *extra):
     return [*(f"--config.{k}={v}" for k, v in overrides.items()), *extra]
 
 
-@pytest.mark.parametrize("adaptation", ["dann", "mcd"])
+@pytest.mark.parametrize("adaptation", ["dann", pytest.param("mcd", marks=pytest.mark.slow)])
 def test_resnet18_trains_with_the_method(tmp_path, adaptation):
     """Two steps through the command line; the checkpoint holds the backbone's statistics."""
     workdir = tmp_path / "run"
