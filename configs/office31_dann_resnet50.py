@@ -26,8 +26,9 @@ resized crop of scale 0.08-1).
 from office31_dann import get_config as alexnet_config
 
 
-def get_config():
-    config = alexnet_config()
+def tllib_resnet50(config):
+    """TLlib's ``dann.py -a resnet50`` recipe on ``config`` (its data settings stay as they are;
+    set ``epochs`` for about 20,000 steps of the source domain)."""
     config.model.arch = "resnet50"
     config.model.pretrained = "weights/resnet50_imagenet.msgpack"
     config.model.batchnorm = "train"
@@ -36,7 +37,6 @@ def get_config():
     config.model.domain_init_from_classifier = False
     config.model.dropout_rate = 0.5  # the domain classifier's; the label classifier is linear
     config.batch_size = 32
-    config.epochs = 227
     config.grl.schedule = "dann"
     config.grl.coefficient = 1.0
     config.grl.gamma = 20.0
@@ -49,4 +49,10 @@ def get_config():
     config.data.drop_last = True  # full batches only: no padding rows in BatchNorm's statistics
     config.data.random_crop = True
     config.data.random_flip = True
+    return config
+
+
+def get_config():
+    config = tllib_resnet50(alexnet_config())
+    config.epochs = 227
     return config

@@ -15,30 +15,11 @@ PACS results for DANN are multi-source domain generalisation, a different protoc
 figure is the seed's AlexNet DANN on this pair, 0.4653 target accuracy (configs/pacs_dann.py).
 """
 
+from office31_dann_resnet50 import tllib_resnet50
 from pacs_dann import get_config as alexnet_config
 
 
 def get_config():
-    config = alexnet_config()
-    config.model.arch = "resnet50"
-    config.model.pretrained = "weights/resnet50_imagenet.msgpack"
-    config.model.batchnorm = "train"
-    config.model.bottleneck = 256
-    config.model.domain_hidden = "1024,1024"
-    config.model.domain_init_from_classifier = False
-    config.model.dropout_rate = 0.5  # the domain classifier's; the label classifier is linear
-    config.batch_size = 32
+    config = tllib_resnet50(alexnet_config())
     config.epochs = 385
-    config.grl.schedule = "dann"
-    config.grl.coefficient = 1.0
-    config.grl.gamma = 20.0
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 0.01
-    config.optimizer.momentum = 0.9
-    config.optimizer.weight_decay = 1e-3
-    config.optimizer.schedule = "annealed"
-    config.optimizer.backbone_lr_multiplier = 0.1
-    config.data.drop_last = True  # full batches only: no padding rows in BatchNorm's statistics
-    config.data.random_crop = True
-    config.data.random_flip = True
     return config
