@@ -393,3 +393,18 @@ def test_resnet18_dann_on_one_and_four_devices(tmp_path):
     for one, four in zip(rows[1], rows[4], strict=True):
         for key in keys:
             assert one[key] == pytest.approx(four[key], rel=1e-3, abs=1e-5), key
+
+
+@pytest.mark.parametrize(
+    "name,source_images", [("office31_dann_resnet50", 2817), ("pacs_dann_resnet50", 1670)]
+)
+def test_the_resnet50_configs_hold_tllibs_recipe_for_about_20000_steps(name, source_images):
+    from jaxdann import config as config_lib
+
+    config = config_lib.load_config(f"configs/{name}.py")
+    config_lib.validate(config)
+    assert (config.model.arch, config.model.bottleneck, config.batch_size) == ("resnet50", 256, 32)
+    assert config.optimizer.backbone_lr_multiplier == 0.1 and config.data.drop_last
+    steps = config.epochs * (source_images // config.batch_size)
+    assert 19_900 <= steps <= 20_100
+    assert config.grl.gamma == pytest.approx(steps / 1000, rel=0.01)
