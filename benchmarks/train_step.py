@@ -597,20 +597,7 @@ def time_torch(batch_size: int, image_size: int, steps: int, warmup: int) -> dic
         loss_fn(domain(ReverseLayer.apply(features(target), 0.1)), ones).backward()
         optimizer.step()
 
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        seed_step()
-    sync()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        seed_step()
-        sync()
-        times.append(time.perf_counter() - started)
-    median = float(np.median(times))
+    median, fastest = _time_torch_steps(seed_step, device, steps, warmup)
     return {
         "framework": f"torch {torch.__version__} eager ({device})",
         "dtype": "float32",  # whatever --dtype says: the seed's step
@@ -620,7 +607,7 @@ def time_torch(batch_size: int, image_size: int, steps: int, warmup: int) -> dic
         },
         "threads": torch.get_num_threads(),
         "step_s_median": median,
-        "step_s_min": float(np.min(times)),
+        "step_s_min": fastest,
         "images_per_second": 2 * batch_size / median,
     }
 
