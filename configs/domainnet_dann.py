@@ -7,7 +7,9 @@ Published with ResNet-101 (not registered here; ``--config.model.arch=resnet50``
 nearest): 0.442 for clipart and sketch in TLlib's DomainNet DANN table (row clp, column skt;
 36.4 averaged over its 20 tasks without quickdraw). This file trains AlexNet, for which no
 DomainNet DANN figure is published; expect less. Several sources:
-``--config.data.source=clipart,painting,real``.
+``--config.data.source=clipart,painting,real``. The images are streamed from the files
+(``data.streaming=true``: memory stays flat whatever the number of sources), with TLlib's
+training crops (``RandomResizedCrop`` after the resize to 256).
 """
 
 from office31_dann import get_config as office31_config
@@ -20,4 +22,8 @@ def get_config():
     config.data.source = "clipart"
     config.data.target = "sketch"
     config.data.validation = "none"
+    config.data.streaming = True
+    config.data.decode = "reduced"
+    config.data.random_crop = False  # the random resized crop replaces it
+    config.data.resized_crop_scale = 0.08
     return config

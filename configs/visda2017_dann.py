@@ -6,8 +6,10 @@
 Published with ResNet-101 (not registered here; ``--config.model.arch=resnet50`` is the
 nearest): 0.749 accuracy over the validation images in TLlib's benchmark (79.5 averaged over
 the 12 classes; 57.4 in the original report). This file trains AlexNet, for which no
-VisDA-2017 DANN figure is published; expect less. Its 152,397 training images take ~23 GB as
-224 px uint8, so this run needs that much memory.
+VisDA-2017 DANN figure is published; expect less. Its 152,397 training images would take
+~23 GB as 224 px uint8 in memory, so the run streams them from the files
+(``data.streaming=true``), with TLlib's training crops (``RandomResizedCrop`` after the resize
+to 256).
 """
 
 from office31_dann import get_config as office31_config
@@ -20,4 +22,8 @@ def get_config():
     config.data.source = "train"
     config.data.target = "validation"
     config.data.validation = "none"
+    config.data.streaming = True
+    config.data.decode = "reduced"
+    config.data.random_crop = False  # the random resized crop replaces it
+    config.data.resized_crop_scale = 0.08
     return config

@@ -140,6 +140,16 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.cache_dir = ""  # "" = $JAXDANN_CACHE_DIR or ~/.cache/jaxdann
     config.data.limit = 0  # >0: use at most this many images per domain (quick checks)
     config.data.shard_per_host = False  # each process loads only its share (multi-host)
+    # Streaming: decode each batch from the files while training (Grain), instead of holding
+    # every image in memory; for data larger than memory, and for random-resized-crop training.
+    config.data.streaming = False
+    config.data.workers = -1  # decoding processes: -1 one per core (at most 8); 0 threads only
+    config.data.decode = "exact"  # exact | reduced: JPEGs decoded at the smallest scale needed
+    config.data.resized_crop_scale = 0.0  # >0: RandomResizedCrop((s, 1)); TLlib 0.08, DomainBed 0.7
+    config.data.color_jitter = (
+        0.0  # >0: ColorJitter(s, s, s, min(s, 0.5)); TLlib 0.5, DomainBed 0.3
+    )
+    config.data.grayscale = 0.0  # RandomGrayscale probability; DomainBed 0.1
     config.data.target_renderings = 1  # demo: renderings of each unlabelled target-train digit
 
     config.method = _method_config()
@@ -304,6 +314,7 @@ _CHOICES = {
     "model.batchnorm": ("train", "frozen"),
     "data.format": ("folder", "tfds"),
     "data.on_bad": ("error", "skip"),
+    "data.decode": ("exact", "reduced"),
 }
 _POSITIVE = (
     "epochs",
@@ -325,6 +336,7 @@ _NON_NEGATIVE = (
     "optimizer.gamma",
     "optimizer.clip_norm",
     "data.limit",
+    "data.color_jitter",
     "model.bottleneck",
     "optimizer.backbone_lr_multiplier",
     "parallel.num_devices",
@@ -357,8 +369,51 @@ def validate(config) -> None:
             "config key data.target_renderings applies to the digits demo (data.name=demo) "
             f"only; leave it at 1 for data.name={flat['data.name']}."
         )
+    _validate_streaming(flat)
     if not 0 <= flat["grl.warmup_epochs"] < flat["epochs"]:
         raise ConfigError("config key grl.warmup_epochs must be at least 0 and below epochs.")
+
+
+# Training transforms that only a streamed run can apply (the pools hold centre crops).
+STREAMING_ONLY = ("data.resized_crop_scale", "data.color_jitter", "data.grayscale", "data.decode")
+
+
+def _validate_streaming(flat: dict) -> None:
+    """The streaming keys' ranges, and the settings that need (or exclude) streaming."""
+    for key in ("data.resized_crop_scale", "data.grayscale"):
+        if not 0 <= flat[key] <= 1:
+            raise ConfigError(f"config key {key}={flat[key]!r} must be in [0, 1].")
+    if flat["data.workers"] < -1:
+        raise ConfigError(
+            f"config key data.workers={flat['data.workers']!r}: give -1 (one per core), 0 "
+            "(threads only) or a number of processes."
+        )
+    if not flat["data.streaming"]:
+        changed = [key for key in STREAMING_ONLY if flat[key] != _STREAMING_DEFAULTS[key]]
+        if changed:
+            raise ConfigError(
+                f"config key {changed[0]}={flat[changed[0]]!r} applies to streamed data only "
+                "(the in-memory pools hold centre crops); set data.streaming=true."
+            )
+        return
+    if flat["data.shard_per_host"]:
+        raise ConfigError(
+            "config keys data.streaming and data.shard_per_host exclude each other; a streamed "
+            "run reads its files on one process: turn one of them off."
+        )
+    if flat["data.format"] != "folder":
+        raise ConfigError(
+            f"config key data.streaming=true reads image files (data.format=folder), not "
+            f"data.format={flat['data.format']!r}; set data.format=folder."
+        )
+
+
+_STREAMING_DEFAULTS = {
+    "data.resized_crop_scale": 0.0,
+    "data.color_jitter": 0.0,
+    "data.grayscale": 0.0,
+    "data.decode": "exact",
+}
 
 
 def registries() -> dict:

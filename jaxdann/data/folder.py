@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from jaxdann.data import image_cache
+from jaxdann.data import decode, image_cache
 from jaxdann.data.dataset import ALL, Dataset, Domain, select_rows
 from jaxdann.errors import ConfigError, DataError
 
@@ -244,18 +244,7 @@ def preprocess_image(path: PathLike, *, resize: int = 256, crop: int = 224) -> n
     Raises PIL's errors for unreadable or truncated files.
     """
     _check_sizes(resize, crop)
-    with Image.open(path) as image:
-        image.load()  # decode now, so truncated files fail here
-        image = image.convert("RGB")
-    width, height = image.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = resize, int(resize * long / short)
-    new_width, new_height = (new_short, new_long) if width <= height else (new_long, new_short)
-    if (new_width, new_height) != (width, height):
-        image = image.resize((new_width, new_height), Image.BILINEAR)
-    top = int(round((new_height - crop) / 2.0))
-    left = int(round((new_width - crop) / 2.0))
-    image = image.crop((left, top, left + crop, top + crop))
+    image = decode.center_crop(decode.resize_shorter(decode.open_rgb(path), resize), crop)
     return np.asarray(image, dtype=np.uint8)
 
 

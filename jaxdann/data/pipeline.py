@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import zlib
 
 import numpy as np
@@ -25,10 +26,12 @@ from jaxdann.errors import DataError
 __all__ = [
     "Split",
     "ExperimentData",
+    "FileSplit",
     "describe_fingerprint",
     "load_domains",
     "load_experiment_data",
     "steps_per_epoch",
+    "source_batch",
     "source_batch_indices",
     "target_batch_indices",
     "shard_stream_indices",
@@ -48,16 +51,61 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def crc32(self) -> int:
+        """CRC-32 of the images and labels: equal for the same data, however it was read."""
+        crc = zlib.crc32(np.ascontiguousarray(self.images))
+        return zlib.crc32(self.labels.astype(np.int32), crc)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FileSplit:
+    """Image files (``data.streaming``): paths relative to ``root`` (UTF-8 bytes, compact for
+    millions of rows) and int32 labels; decoded batch by batch (:mod:`jaxdann.data.streaming`)
+    into ``image_shape`` uint8 images."""
+
+    root: str
+    paths: np.ndarray  # bytes [N]
+    labels: np.ndarray  # int32 [N]
+    image_shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def path(self, row: int) -> str:
+        return os.path.join(self.root, self.paths[row].decode())
+
+    def crc32(self) -> int:
+        """CRC-32 of the paths, each file's size and the labels: a changed, added or removed
+        file changes it (image bytes are not read: the data may be larger than memory)."""
+        sizes = np.asarray([os.path.getsize(self.path(row)) for row in range(len(self))])
+        crc = zlib.crc32(b"\0".join(self.paths.tolist()))
+        crc = zlib.crc32(sizes.astype(np.int64), crc)
+        return zlib.crc32(self.labels.astype(np.int32), crc)
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentData:
-    source: Split  # labelled training domain
-    target: Split  # unlabelled training domain: its labels are never given to the train step
-    target_eval: Split  # where target accuracy is measured
-    validation: Split | None  # neither source-train nor target: for model selection
+    source: Split | FileSplit  # labelled training domain
+    target: Split | FileSplit  # unlabelled training domain: the train step never sees its labels
+    target_eval: Split | FileSplit  # where target accuracy is measured
+    validation: Split | FileSplit | None  # neither source-train nor target: for model selection
     class_names: tuple[str, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+    @property
+    def streaming(self) -> bool:
+        """Files decoded batch by batch, not arrays in memory."""
+        return isinstance(self.source, FileSplit)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One image's shape as the train step sees it (uint8 HWC)."""
+        return self.source.image_shape
 
     @functools.cached_property
     def fingerprint(self) -> np.ndarray:
@@ -77,9 +125,7 @@ class ExperimentData:
             elif id(split) in seen:  # PACS measures target accuracy on the target split itself
                 values += seen[id(split)]
             else:
-                crc = zlib.crc32(np.ascontiguousarray(split.images))
-                crc = zlib.crc32(split.labels.astype(np.int32), crc)
-                seen[id(split)] = [len(split), crc]
+                seen[id(split)] = [len(split), split.crc32()]
                 values += seen[id(split)]
         return np.asarray(values, np.int64)
 
@@ -93,9 +139,15 @@ def describe_fingerprint(values: np.ndarray) -> dict:
     }
 
 
-def _concat(splits: list[Split]) -> Split:
+def _concat(splits: list):
     if len(splits) == 1:  # the part itself: PACS's target may be its target_eval too
         return splits[0]
+    if isinstance(splits[0], FileSplit):
+        if len({split.root for split in splits}) != 1:
+            raise ValueError("a dataset's listings must share one root")
+        paths = np.concatenate([s.paths for s in splits])
+        labels = np.concatenate([s.labels for s in splits])
+        return FileSplit(splits[0].root, paths, labels, splits[0].image_shape)
     return Split(
         np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits])
     )
@@ -127,6 +179,9 @@ def load_experiment_data(
     class_names = dataset.class_names(data, list(dict.fromkeys(part[0] for part in parts)))
     splits = {}
     for part in parts:
+        if data.streaming:
+            splits[part] = _file_split(dataset, part, data, shard)
+            continue
         loaded = _preloaded(domains, part, data, shard)
         if loaded is None:
             loaded = dataset.load(*part, data, shard=shard, limit=data.limit)
@@ -148,6 +203,21 @@ def load_experiment_data(
     )
 
 
+def _file_split(dataset, part: tuple[str, str], data, shard: tuple[int, int]) -> FileSplit:
+    """The files of one part (``data.streaming``), selected as a load would select them; a
+    ConfigError for a dataset that holds no image files."""
+    root, paths, labels = dataset.listing(*part, data)
+    if not paths:
+        raise config_lib.ConfigError(
+            f"config key data.streaming=true reads image files, and the {dataset.name} dataset "
+            f"keeps its images in memory ({part[0]}); set data.streaming=false."
+        )
+    rows = select_rows(len(paths), shard, data.limit)
+    encoded = np.asarray([paths[row].encode() for row in rows], dtype=bytes)
+    shape = (int(data.crop), int(data.crop), 3)
+    return FileSplit(root, encoded, np.asarray(labels, np.int32)[rows], shape)
+
+
 def _preloaded(domains: dict | None, part: tuple[str, str], data, shard: tuple[int, int]):
     """The part from ``domains`` (unsharded), limited as ``data.limit`` says."""
     if domains is None or part not in domains or shard != (0, 1):
@@ -165,12 +235,15 @@ def load_domains(config, names, shard: tuple[int, int] = (0, 1)) -> dict:
     (:meth:`~jaxdann.data.dataset.Dataset.study_parts`: whole domains, or train and test
     splits), by (domain, split), read the way ``config.data`` says (``data.limit`` included),
     for :func:`load_experiment_data`'s ``domains``. An unknown name is a ConfigError listing the
-    dataset's domains."""
+    dataset's domains. Streamed data (``data.streaming``) is listed per run: nothing is read
+    here."""
     data = config.data
     dataset = DATASETS.get(data.name)
     for name in names:
         dataset.check_domain(name, data=data)
     dataset.class_names(data, list(names))  # clear errors for classes that differ, first
+    if data.streaming:
+        return {}
     return {
         part: dataset.load(*part, data, shard=shard, limit=data.limit)
         for part in dataset.study_parts(data, list(names))
@@ -199,17 +272,33 @@ def source_batch_indices(
     The last batch may be short: it is padded (mask 0) to the full batch size rounded up to a
     multiple of ``multiple`` (the device count), so every step has one static shape.
     """
-    order = np.random.default_rng([seed, _SOURCE_STREAM, epoch]).permutation(num_source)
+    order = _epoch_order(num_source, seed, epoch)
+    steps = steps_per_epoch(num_source, batch_size, drop_last)
+    return [_cut(order, step, batch_size, multiple) for step in range(steps)]
+
+
+def source_batch(
+    num_source: int, batch_size: int, seed: int, epoch: int, step: int, multiple: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``step`` of :func:`source_batch_indices` alone (a streamed step decodes only its
+    own rows)."""
+    return _cut(_epoch_order(num_source, seed, epoch), step, batch_size, multiple)
+
+
+def _epoch_order(num_source: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, _SOURCE_STREAM, epoch]).permutation(num_source)
+
+
+def _cut(
+    order: np.ndarray, step: int, batch_size: int, multiple: int
+) -> tuple[np.ndarray, np.ndarray]:
+    indices = order[step * batch_size : (step + 1) * batch_size]
     padded_size = _round_up(batch_size, multiple)
-    batches = []
-    for step in range(steps_per_epoch(num_source, batch_size, drop_last)):
-        indices = order[step * batch_size : (step + 1) * batch_size]
-        mask = np.zeros(padded_size, np.float32)
-        mask[: len(indices)] = 1.0
-        padded = np.zeros(padded_size, np.int32)
-        padded[: len(indices)] = indices
-        batches.append((padded, mask))
-    return batches
+    mask = np.zeros(padded_size, np.float32)
+    mask[: len(indices)] = 1.0
+    padded = np.zeros(padded_size, np.int32)
+    padded[: len(indices)] = indices
+    return padded, mask
 
 
 def _stream(

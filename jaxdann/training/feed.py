@@ -31,38 +31,52 @@ from jaxdann.training import parallel, run_folder
 __all__ = [
     "ACCURACY_OUTPUTS",
     "EMBEDDING_OUTPUTS",
+    "EMBED_SPLITS",
+    "EVAL_SPLITS",
+    "LOGIT_OUTPUTS",
     "DevicePools",
     "HostShards",
     "check_process_count",
+    "collect",
     "data_fingerprints",
+    "embedding_outputs",
+    "gathers",
     "load_everywhere",
     "load_shard",
     "make_feed",
+    "real_rows",
     "record_process_count",
 ]
 
 Evaluation = tuple[float, np.ndarray, np.ndarray]  # accuracy, labels, predictions
-_EVAL_SPLITS = {"target": "target_eval", "validation": "validation"}  # evaluate(name) -> split
+EVAL_SPLITS = {"target": "target_eval", "validation": "validation"}  # evaluate(name) -> split
 # embed(name) -> split: the unlabelled target-train images and the source-train images too.
-_EMBED_SPLITS = _EVAL_SPLITS | {"target_train": "target", "source": "source"}
+EMBED_SPLITS = EVAL_SPLITS | {"target_train": "target", "source": "source"}
 ACCURACY_OUTPUTS = ("correct", "predictions", "labels", "mask")
 EMBEDDING_OUTPUTS = ("logits", "features", "labels", "mask")
+LOGIT_OUTPUTS = ("logits", "labels", "mask")  # what the validators but DEV read: no features
+
+
+def embedding_outputs(features: bool) -> tuple[str, ...]:
+    """What :meth:`DevicePools.embed` fetches: features only where asked (they are the large
+    part, one row of the backbone's width per image)."""
+    return EMBEDDING_OUTPUTS if features else LOGIT_OUTPUTS
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _rows(outputs: list[dict], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def real_rows(outputs: list[dict], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The real rows (mask > 0) of each of ``keys``, concatenated over the fetched batches."""
     keep = np.concatenate([out["mask"] for out in outputs]) > 0
     return {key: np.concatenate([out[key] for out in outputs])[keep] for key in keys}
 
 
-def _collect(outputs: list[dict], count: int) -> Evaluation:
+def collect(outputs: list[dict], count: int) -> Evaluation:
     """Accuracy over ``count`` rows, and the real rows' labels and predictions."""
     outputs = jax.device_get(outputs)
-    rows = _rows(outputs, ("labels", "predictions"))
+    rows = real_rows(outputs, ("labels", "predictions"))
     correct = float(sum(np.asarray(out["correct"]) for out in outputs))
     return correct / count, rows["labels"], rows["predictions"]
 
@@ -140,7 +154,7 @@ class DevicePools:
             self.eval_pools["validation"] = to_device(data.validation)
         self.source_count = len(data.source)
         counts = {"source": len(data.source), "target": len(data.target)}
-        counts |= {_EVAL_SPLITS[name]: pool[2] for name, pool in self.eval_pools.items()}
+        counts |= {EVAL_SPLITS[name]: pool[2] for name, pool in self.eval_pools.items()}
         self.rows_per_process = {
             name: [count] * jax.process_count() for name, count in counts.items()
         }
@@ -178,21 +192,26 @@ class DevicePools:
             target_pool = self.target[0] if self.needs_target else None
             yield self._gather(self.source[0], self.source[1], target_pool, indices)
 
+    def close(self) -> None:
+        """Nothing to release: the pools go with the feed."""
+
     def evaluate(self, params, name: str) -> Evaluation:
         images, labels, count = self.eval_pools[name]
-        return _collect(self._pass(params, images, labels, count, ACCURACY_OUTPUTS), count)
+        return collect(self._pass(params, images, labels, count, ACCURACY_OUTPUTS), count)
 
-    def embed(self, params, name: str) -> dict[str, np.ndarray]:
+    def embed(self, params, name: str, features: bool = True) -> dict[str, np.ndarray]:
         """``{"logits", "features", "labels"}`` of every image of split ``name`` (``source``,
-        ``target_train`` (labels all 0), ``target``, ``validation``), for the validators."""
+        ``target_train`` (labels all 0), ``target``, ``validation``), for the validators;
+        without ``"features"`` unless ``features``."""
         if name == "target_train":  # never their labels: zeros stand in
             count = len(self._target_train)
             images = jax.device_put(self._target_train, self._replicated)
             labels = jax.device_put(np.zeros(count, np.int32), self._replicated)
         else:
             images, labels, count = {"source": self.source, **self.eval_pools}[name]
-        outputs = jax.device_get(self._pass(params, images, labels, count, EMBEDDING_OUTPUTS))
-        return _rows(outputs, ("logits", "features", "labels"))
+        wanted = embedding_outputs(features)
+        outputs = jax.device_get(self._pass(params, images, labels, count, wanted))
+        return real_rows(outputs, wanted[:-1])
 
     def _pass(self, params, images, labels, count: int, outputs: tuple[str, ...]) -> list:
         # Small pools get one small batch, not one padded to eval_batch_size.
@@ -275,14 +294,18 @@ class HostShards:
                 batch |= {"target_images": target.images[rows], "target_mask": mask}
             yield {key: self._put(value) for key, value in batch.items()}
 
-    def evaluate(self, params, name: str) -> Evaluation:
-        count = sum(self.rows_per_process[_EVAL_SPLITS[name]])
-        return _collect(self._pass(params, _EVAL_SPLITS[name], ACCURACY_OUTPUTS), count)
+    def close(self) -> None:
+        """Nothing to release: the shard goes with the feed."""
 
-    def embed(self, params, name: str) -> dict[str, np.ndarray]:
+    def evaluate(self, params, name: str) -> Evaluation:
+        count = sum(self.rows_per_process[EVAL_SPLITS[name]])
+        return collect(self._pass(params, EVAL_SPLITS[name], ACCURACY_OUTPUTS), count)
+
+    def embed(self, params, name: str, features: bool = True) -> dict[str, np.ndarray]:
         """As :meth:`DevicePools.embed`: every process gets every process's rows."""
-        outputs = jax.device_get(self._pass(params, _EMBED_SPLITS[name], EMBEDDING_OUTPUTS))
-        return _rows(outputs, ("logits", "features", "labels"))
+        wanted = embedding_outputs(features)
+        outputs = jax.device_get(self._pass(params, EMBED_SPLITS[name], wanted))
+        return real_rows(outputs, wanted[:-1])
 
     def _pass(self, params, split_name: str, outputs: tuple[str, ...]) -> list:
         split = self.splits[split_name]
@@ -391,8 +414,19 @@ def record_process_count(workdir: str) -> None:
         )
 
 
-def make_feed(data, config, mesh, evaluator: Callable) -> DevicePools | HostShards:
-    """The feed ``config`` asks for; ``evaluator``: :func:`make_evaluator`'s, made with
-    ``gather=not config.data.shard_per_host``."""
+def make_feed(data, config, mesh, evaluator: Callable):
+    """The feed ``config`` asks for: :class:`DevicePools`, :class:`HostShards` or
+    :class:`~jaxdann.training.stream_feed.StreamingFeed` (``data.streaming``); ``evaluator``:
+    :func:`make_evaluator`'s, made with ``gather=`` :func:`gathers` ``(config)``."""
+    if config.data.streaming:
+        from jaxdann.training.stream_feed import StreamingFeed
+
+        return StreamingFeed(data, config, mesh, evaluator)
     kind = HostShards if config.data.shard_per_host else DevicePools
     return kind(data, config, mesh, evaluator)
+
+
+def gathers(config) -> bool:
+    """Does the feed ``config`` asks for keep evaluation images on the device (rows gathered by
+    index), rather than passing each batch itself?"""
+    return not (config.data.shard_per_host or config.data.streaming)

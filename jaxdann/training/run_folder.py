@@ -40,9 +40,11 @@ __all__ = [
 
 
 # The file orbax writes into a finished step's folder, and what it writes at the top of one
-# (orbax-checkpoint 0.12, one item "default").
+# (orbax-checkpoint 0.12: the train state is the item "default"; a streamed run's checkpoints
+# also hold the item DATA_ITERATOR, its data pipeline's state).
 _MARKER = "_CHECKPOINT_METADATA"
-_ORBAX_ENTRIES = frozenset({_MARKER, "commit_success.txt", "default"})
+DATA_ITERATOR = "data_iterator"
+_ORBAX_ENTRIES = frozenset({_MARKER, "commit_success.txt", "default", DATA_ITERATOR})
 DATA_RECORD = "data.json"  # what the run reads (input_pipeline.ExperimentData.fingerprint)
 # What using the trained model needs besides config.json and a checkpoint (jaxdann.inference).
 MODEL_RECORD = "model.json"
@@ -324,12 +326,19 @@ class RunFolder:
         check_data(self.workdir, fingerprints)
 
     @property
+    def streaming(self) -> bool:
+        return bool(self.config.data.streaming)
+
+    @property
     def manager(self):
         if self._manager is None:
             import orbax.checkpoint as ocp
 
+            # A streamed run saves two items: the state and its data pipeline's position.
+            items = ("default", DATA_ITERATOR) if self.streaming else None
             self._manager = ocp.CheckpointManager(
                 self.checkpoint_dir,
+                item_names=items,
                 # cleanup_tmp_directories: a save cut short by a kill leaves a temporary folder.
                 options=ocp.CheckpointManagerOptions(
                     max_to_keep=2, create=True, cleanup_tmp_directories=True
@@ -369,6 +378,9 @@ class RunFolder:
         empty, the only kind such a run had."""
         import orbax.checkpoint as ocp
 
+        if self.streaming:
+            args = ocp.args.Composite(default=ocp.args.StandardRestore(abstract))
+            return self.manager.restore(epoch, args=args)["default"]
         try:
             return self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
         except ValueError:
@@ -395,13 +407,38 @@ class RunFolder:
         if retrain and os.path.exists(summary):
             os.remove(summary)  # trained again: not finished until its new summary
 
-    def commit_epoch(self, history: list[dict], state, *, save: bool) -> None:
+    def data_state(self, epoch: int) -> dict:
+        """The data pipeline's state saved with the checkpoint after ``epoch`` (streamed runs:
+        Grain's iterator state, where the next epoch's batches begin)."""
+        import orbax.checkpoint as ocp
+
+        try:
+            args = ocp.args.Composite(**{DATA_ITERATOR: ocp.args.JsonRestore()})
+            return self.manager.restore(epoch, args=args)[DATA_ITERATOR]
+        except Exception as error:  # orbax raises many kinds
+            folder = os.path.join(self.checkpoint_dir, str(epoch), DATA_ITERATOR)
+            raise DamagedFile(
+                f"the data pipeline's state {folder} cannot be read ({type(error).__name__}); "
+                f"move {os.path.dirname(folder)} out of {self.checkpoint_dir} to resume from the "
+                "checkpoint before it, or choose a new --workdir."
+            ) from error
+
+    def commit_epoch(
+        self, history: list[dict], state, *, save: bool, data_state: dict | None = None
+    ) -> None:
+        """Writes the epoch's metrics row, then (``save``) its checkpoint; a streamed run saves
+        ``data_state`` (its pipeline's state) with it."""
         import orbax.checkpoint as ocp
 
         if self.is_main:
             write_metrics(self.metrics_path, history)
-        if save:
-            self.manager.save(history[-1]["epoch"], args=ocp.args.StandardSave(state))
+        if not save:
+            return
+        args = ocp.args.StandardSave(state)
+        if self.streaming:
+            items = {"default": args, DATA_ITERATOR: ocp.args.JsonSave(data_state)}
+            args = ocp.args.Composite(**items)
+        self.manager.save(history[-1]["epoch"], args=args)
 
     def wait(self) -> int | None:
         """Waits for in-flight saves; the newest saved epoch (``None`` if none)."""

@@ -134,11 +134,13 @@ def train_and_evaluate(
     pretrained = read_pretrained(config)
     folder = RunFolder(workdir, config, is_main=jax.process_index() == 0)
     folder.hold()
-    events = None
+    events = run = None
     try:
         run = _prepare(config, workdir, data, folder, study or Study(figures=True))
         state = _initial_state(run, pretrained)
         state, start_epoch, history = folder.restore(state)
+        if config.data.streaming and start_epoch:
+            run.feed.resume(folder.data_state(start_epoch))
         # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
         epochs = int(config.epochs)
         config_dict = config_lib.to_dict(config)
@@ -164,6 +166,8 @@ def train_and_evaluate(
         try:
             if events is not None:
                 events.close()
+            if run is not None:
+                run.feed.close()  # a streamed run's decoding processes end with it
         finally:
             folder.close()  # saves awaited and the folder let go, whatever the event log did
 
@@ -197,7 +201,7 @@ def _prepare(config, workdir: str, data, folder: RunFolder, study: Study) -> _Ru
     folder.check_data(fingerprints)
     network, method = build_from_config(config, len(data.class_names), mean=data.mean, std=data.std)
     key = _compiled_key(config, network, data)
-    gather = not config.data.shard_per_host
+    gather = feeds.gathers(config)
 
     def evaluator():
         eval_step = make_eval_step(network, mean=data.mean, std=data.std)
@@ -231,7 +235,7 @@ def _prepare(config, workdir: str, data, folder: RunFolder, study: Study) -> _Ru
 def _initial_state(run: _Run, pretrained: dict | None) -> TrainState:
     """The state a new run starts from, replicated over the mesh."""
     config, method = run.config, run.method
-    image_shape = run.data.source.images.shape[1:]
+    image_shape = run.data.image_shape
     root_key = jax.random.PRNGKey(config.seed)
     params, model_state = initial_variables(
         method.network, method, image_shape, root_key, pretrained
@@ -282,7 +286,8 @@ def _train(
         row["epoch_time_s"] = round(time.time() - epoch_started, 3)
         history.append(row)
         save = every > 0 and ((epoch + 1) % every == 0 or last_epoch)  # 0: never
-        folder.commit_epoch(history, state, save=save)
+        data_state = run.feed.state() if config.data.streaming else None
+        folder.commit_epoch(history, state, save=save, data_state=data_state)
         events.write_epoch(row)
         if run.is_main and config.log_every_epoch:
             tqdm.write(_format_row(method, row, epochs))
@@ -296,14 +301,15 @@ def _validators(run: _Run, variables, row: dict) -> dict[str, float | None]:
     it holds out. Each is larger for a better model, except ``dev`` (a risk). The time taken is
     added to ``run.validators_time_s``."""
     started = time.time()
-    target = run.feed.embed(variables, "target_train")
+    kind = _validation_kind(run.config)
+    # Features (the large part) only for DEV, which needs a source hold-out.
+    target = run.feed.embed(variables, "target_train", features=kind == "source_holdout")
     probabilities = validators.softmax(target["logits"])
     scores = {
         "im": validators.information_maximization(probabilities),
         "entropy": validators.entropy(probabilities),
         "snd": validators.soft_neighborhood_density(probabilities),
     }
-    kind = _validation_kind(run.config)
     if kind == "source_holdout":
         holdout, source = (
             run.feed.embed(variables, "validation"),
