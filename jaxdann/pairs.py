@@ -7,12 +7,13 @@
 The tasks (``--protocol``): ``pairs``, every ordered pair of the domains (one source, one target);
 ``leave_one_out``, each domain the target with all the others as sources (their union), as in
 DomainBed's PACS table. Any dataset with domains serves (``data.name``; ``--domains`` defaults to
-all of its domains). Reports mean +- sample std of the final target accuracy per task and method,
-and the average over tasks, as published domain-adaptation tables do; adversarial training is
-unstable, so the spread matters as much as the mean. Each run is an ordinary, resumable run folder
-(``WORKDIR/<source>[+<source>...]_to_<target>/<adaptation>/seed<N>``); rerunning skips finished
-ones. Writes ``pairs_runs.csv`` (one line per run; several sources comma-separated) and
-``pairs.md`` (the table); ``python -m jaxdann.report WORKDIR`` puts the table's rows in a report.
+all of its domains that ``data.root`` holds). Reports mean +- sample std of the final target
+accuracy per task and method, and the average over tasks, as published domain-adaptation tables
+do; adversarial training is unstable, so the spread matters as much as the mean. Each run is an
+ordinary, resumable run folder (``WORKDIR/<source>[+<source>...]_to_<target>/<adaptation>/
+seed<N>``); rerunning skips finished ones. Writes ``pairs_runs.csv`` (one line per run; several
+sources comma-separated) and ``pairs.md`` (the table); ``python -m jaxdann.report WORKDIR`` puts
+the table's rows in a report.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def _run_config(config, sources: Sequence[str], target: str, adaptation: str, se
 def _study_tasks(config, domains: Sequence[str] | None, protocol: str) -> list:
     """The (sources, target) tasks, after the dataset has accepted each one's domains."""
     dataset = DATASETS.get(config.data.name)
-    domains = list(domains) if domains else list(dataset.domain_names(config.data))
+    # Default: the dataset's domains that its root holds (a root with some of them serves).
+    domains = list(domains) if domains else list(dataset.present_domains(config.data))
     if len(domains) < 2:
         raise config_lib.ConfigError(
             f"jaxdann.pairs needs at least two domains; the {dataset.name} dataset has "
@@ -252,8 +254,8 @@ def _help() -> str:
 flags:
   --workdir DIR        the pairs folder (required); a rerun there skips finished runs
   --seeds LIST         comma-separated integers (default: {DEFAULT_SEEDS})
-  --domains LIST       at least two domains of the config's dataset (default: all of them,
-                       e.g. PACS's {",".join(DOMAINS)})
+  --domains LIST       at least two domains of the config's dataset (default: all of them
+                       that data.root holds, e.g. PACS's {",".join(DOMAINS)})
   --protocol NAME      {" or ".join(PROTOCOLS)}: every ordered pair of the domains, or each
                        domain the target of all the others as sources (default: pairs)
   --adaptations LIST   from {", ".join(METHODS.names())} (default: {",".join(DEFAULT_ADAPTATIONS)})

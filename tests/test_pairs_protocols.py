@@ -82,3 +82,14 @@ def test_a_run_trains_on_several_sources(tmp_path, write_pacs_tree, tiny_pacs_ov
     with open(workdir / "data.json") as handle:
         record = json.load(handle)["processes"][0]
     assert record["source"]["images"] == 12 and record["target"]["images"] == 6
+
+
+def test_the_default_domains_are_those_the_root_holds(tmp_path, write_pacs_tree):
+    write_pacs_tree(tmp_path / "pacs", ("photo", "sketch"), per_class=1)
+    config = config_lib.apply_overrides(
+        config_lib.base_config(), {"data.root": str(tmp_path / "pacs"), "data.validation": "none"}
+    )
+    assert pairs._study_tasks(config, None, "pairs") == [
+        (("photo",), "sketch"),
+        (("sketch",), "photo"),
+    ]
