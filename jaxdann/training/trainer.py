@@ -40,6 +40,10 @@ from jaxdann.training.tensorboard import EventLog
 
 __all__ = ["Study", "train_and_evaluate"]
 
+# Steps dispatched but not finished at most: each holds its batch, so when the device is slower
+# than the input (a streamed run decodes on the host) batches would otherwise pile up in memory.
+_IN_FLIGHT = 2
+
 # Config keys the compiled train step does not read (they are traced arguments, or concern the
 # data, the folder or the printout): runs that differ only in them share one compiled step.
 _NOT_COMPILED = frozenset(
@@ -269,6 +273,8 @@ def _train(
         for index, batch in enumerate(_bar(run, epoch, progress)):
             state, metrics = train_step(state, batch, root_key, run.course)
             step_metrics.append(metrics)
+            if len(step_metrics) > _IN_FLIGHT:
+                jax.block_until_ready(step_metrics[-1 - _IN_FLIGHT])
             if on_step is not None:
                 on_step(epoch * run.steps_per_epoch + index)
         summary = jax.device_get(summarize(step_metrics))
