@@ -1,7 +1,7 @@
 """Times one training step of every method, relative to DANN's, and PyTorch eager CDAN+E and MCD.
 
     python benchmarks/method_steps.py [--arch small_cnn|alexnet] [--batch-size B]
-        [--image-size S] [--steps N] [--methods none,dann,...] [--compare-torch]
+        [--image-size S] [--steps N] [--methods none,dann,...] [--compare-torch [--interleave]]
 
 Every jaxdann step is the jitted step training runs (``make_train_step`` with the config's
 optimizer), built from the demo config (``--arch small_cnn``, 10 classes, no dropout) or the
@@ -13,8 +13,10 @@ step: one forward over source + target, the randomized multilinear map (above 40
 through the reversal layer into the discriminator, the entropy-weighted loss, one backward,
 one SGD step. The torch MCD step: stage A (features and both classifiers on the source loss),
 stage B (classifiers: source loss minus the target discrepancy), ``num_k`` stage C updates of
-the features on the discrepancy, each its own forward and backward, as TLlib's. The last line
-printed is one JSON object.
+the features on the discrepancy, each its own forward and backward, as TLlib's. With
+``--interleave`` a jaxdann step and a torch step of CDAN+E and MCD alternate, each timed alone,
+so both see the same load on a shared machine (medians, minimums and the load average around
+each in the JSON's ``interleaved``). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ def _batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0) ->
     }
 
 
-def time_jax_method(arch, adaptation, batch_size, image_size, steps, warmup=2) -> float:
-    """Seconds per jitted training step of ``adaptation`` (median of ``steps``)."""
+def jax_method_step(arch, adaptation, batch_size, image_size, total_steps):
+    """A function that runs one jitted training step of ``adaptation`` and waits for it (the
+    state carries over from call to call, donated, as in training)."""
     config = method_config(arch, adaptation)
     num_classes = 10 if arch == "small_cnn" else 7
     network, method = build_from_config(config, num_classes, mean=MEAN, std=STD)
@@ -75,15 +78,17 @@ def time_jax_method(arch, adaptation, batch_size, image_size, steps, warmup=2) -
         network, method, (image_size, image_size, 3), jax.random.PRNGKey(0)
     )
     optimizer_for, schedule_for = optimizer_factories(config.optimizer)
-    course = make_course(steps_per_epoch=100, total_steps=steps + warmup)
+    course = make_course(steps_per_epoch=100, total_steps=total_steps)
     learning_rate = jnp.float32(config.optimizer.learning_rate)
-    state = TrainState(
-        jnp.zeros((), jnp.int32),
-        params,
-        method.init_optimizer(optimizer_for(learning_rate, course), params),
-        learning_rate,
-        model_state,
-    )
+    state = [
+        TrainState(
+            jnp.zeros((), jnp.int32),
+            params,
+            method.init_optimizer(optimizer_for(learning_rate, course), params),
+            learning_rate,
+            model_state,
+        )
+    ]
     step = jax.jit(
         make_train_step(method, optimizer_for, schedule_for),
         donate_argnums=0,
@@ -91,14 +96,45 @@ def time_jax_method(arch, adaptation, batch_size, image_size, steps, warmup=2) -
     )
     batch = jax.device_put(_batch(batch_size, image_size, num_classes))
     key = jax.random.PRNGKey(0)
-    times = []
-    for index in range(warmup + steps):
-        started = time.perf_counter()
-        state, metrics = step(state, batch, key, course)
-        jax.block_until_ready((state, metrics))
-        if index >= warmup:
-            times.append(time.perf_counter() - started)
+
+    def run() -> None:
+        state[0], metrics = step(state[0], batch, key, course)
+        jax.block_until_ready((state[0], metrics))
+
+    return run
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def time_jax_method(arch, adaptation, batch_size, image_size, steps, warmup=2) -> float:
+    """Seconds per jitted training step of ``adaptation`` (median of ``steps``)."""
+    run = jax_method_step(arch, adaptation, batch_size, image_size, steps + warmup)
+    times = [_timed(run) for _ in range(warmup + steps)][warmup:]
     return float(np.median(times))
+
+
+def time_interleaved(config, arch, batch_size, image_size, steps, warmup=2) -> dict:
+    """jaxdann's and torch's step of ``config.adaptation`` alternating, each timed alone, so
+    both see the same load on a shared machine: medians and minimums in seconds."""
+    from torch_method_steps import torch_method_step  # benchmarks/, beside this file
+
+    ours = jax_method_step(arch, config.adaptation, batch_size, image_size, steps + warmup)
+    theirs = torch_method_step(config, BACKBONES.get(arch), batch_size, image_size)
+    times = {"jax": [], "torch": []}
+    for index in range(warmup + steps):
+        for name, run in (("jax", ours), ("torch", theirs)):
+            seconds = _timed(run)
+            if index >= warmup:
+                times[name].append(seconds)
+    return {
+        f"{name}_{stat.__name__}_s": float(stat(values))
+        for name, values in times.items()
+        for stat in (np.median, np.min)
+    }
 
 
 def main(argv=None) -> dict:
@@ -109,6 +145,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--compare-torch", action="store_true")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="with --compare-torch: alternate jaxdann and torch steps of CDAN+E and MCD (a "
+        "shared machine's load then weighs on both alike)",
+    )
     args = parser.parse_args(argv)
     names = [name for name in args.methods.split(",") if name]
     if "dann" not in names:
@@ -128,7 +170,9 @@ def main(argv=None) -> dict:
         "image_size": args.image_size,
         "seconds_per_step": seconds,
     }
-    if args.compare_torch:
+    if args.compare_torch and args.interleave:
+        result["interleaved"] = _compare_interleaved(args.arch, *shape[1:])
+    elif args.compare_torch:
         from torch_method_steps import time_torch_method  # benchmarks/, beside this file
 
         result["torch_seconds_per_step"] = {}
@@ -143,6 +187,25 @@ def main(argv=None) -> dict:
             )
     print(json.dumps(result))
     return result
+
+
+def _compare_interleaved(arch, batch_size, image_size, steps) -> dict:
+    """CDAN+E and MCD, jaxdann's step and torch's alternating; the load average around each."""
+    results = {}
+    for name in ("cdan_e", "mcd"):
+        load_before = os.getloadavg()[0]
+        times = time_interleaved(method_config(arch, name), arch, batch_size, image_size, steps)
+        times |= {"load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
+        results[name] = times
+        print(
+            f"{name}, interleaved: torch eager {1e3 * times['torch_median_s']:.1f} ms/step "
+            f"(min {1e3 * times['torch_min_s']:.1f}), jaxdann {1e3 * times['jax_median_s']:.1f}"
+            f" (min {1e3 * times['jax_min_s']:.1f}): jaxdann "
+            f"{times['torch_median_s'] / times['jax_median_s']:.2f}x of medians, "
+            f"{times['torch_min_s'] / times['jax_min_s']:.2f}x of minimums; load average "
+            f"{load_before:.1f} -> {times['load_average_after']:.1f}"
+        )
+    return results
 
 
 if __name__ == "__main__":

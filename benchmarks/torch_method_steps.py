@@ -130,8 +130,9 @@ def _mcd_step(models, optimizers, x, labels, trade_off, num_k):
         optimizer_g.step()
 
 
-def time_torch_method(config, backbone, batch_size, image_size, steps, warmup=2) -> float:
-    """Seconds per eager step of ``config.adaptation`` (``cdan_e`` or ``mcd``; median)."""
+def torch_method_step(config, backbone, batch_size, image_size):
+    """A function that runs one eager training step of ``config.adaptation`` (``cdan_e`` or
+    ``mcd``) in train mode; the models and optimizers carry over from call to call."""
     torch.manual_seed(0)
     classes = 10 if config.model.arch == "small_cnn" else 7
     features, width = _features(config.model.arch)
@@ -171,6 +172,12 @@ def time_torch_method(config, backbone, batch_size, image_size, steps, warmup=2)
 
     for model in models:
         model.train()
+    return step
+
+
+def time_torch_method(config, backbone, batch_size, image_size, steps, warmup=2) -> float:
+    """Seconds per eager step of ``config.adaptation`` (``cdan_e`` or ``mcd``; median)."""
+    step = torch_method_step(config, backbone, batch_size, image_size)
     times = []
     for index in range(warmup + steps):
         started = time.perf_counter()

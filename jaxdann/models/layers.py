@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "BatchNorm",
+    "Conv",
     "Dtype",
     "SpaceToDepthConv",
     "adaptive_avg_pool",
@@ -45,18 +46,58 @@ def torch_uniform(fan_in: int) -> nn.initializers.Initializer:
     return init
 
 
+@jax.custom_vjp
+def _add_channel_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """``y + bias`` over the last axis of a feature map."""
+    return y + bias
+
+
+def _add_channel_bias_forward(y, bias):
+    return y + bias, jnp.zeros((0,), bias.dtype)  # the residual only carries the dtype
+
+
+def _add_channel_bias_backward(residual, grad):
+    """The bias gradient sums the gradient over every pixel as a matrix product: XLA:CPU turns
+    that sum over the leading axes into a ``reduce_window`` that runs alone, several times
+    slower (the small CNN's conv1 over 128 images: 11 ms, more than its conv1 forward)."""
+    rows = grad.reshape(-1, grad.shape[-1]).astype(jnp.float32)
+    return grad, (jnp.ones((rows.shape[0],), jnp.float32) @ rows).astype(residual.dtype)
+
+
+_add_channel_bias.defvjp(_add_channel_bias_forward, _add_channel_bias_backward)
+
+
+class Conv(nn.Module):
+    """:class:`flax.linen.Conv` (NHWC, HWIO ``kernel`` then ``bias``, the same names, shapes and
+    initialisation order) with torch's init, symmetric padding, and a bias gradient computed as
+    :func:`_add_channel_bias` computes it."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    padding: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        size, channels = self.kernel_size, x.shape[-1]
+        fan_in = channels * size * size
+        kernel = self.param(
+            "kernel", torch_uniform(fan_in), (size, size, channels, self.features), jnp.float32
+        )
+        bias = self.param("bias", torch_uniform(fan_in), (self.features,), jnp.float32)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            (self.stride, self.stride),
+            [(self.padding, self.padding)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return _add_channel_bias(y, bias.astype(self.dtype))
+
+
 def conv(x, features, kernel, stride, padding, name, dtype):
-    fan_in = x.shape[-1] * kernel * kernel
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-        kernel_init=torch_uniform(fan_in),
-        bias_init=torch_uniform(fan_in),
-        dtype=dtype,
-        name=name,
-    )(x)
+    return Conv(features, kernel, stride, padding, dtype, name=name)(x)
 
 
 def dense(x, features, name, dtype):
@@ -80,28 +121,41 @@ def _pool_matrix(in_size: int, out_size: int) -> np.ndarray:
     return matrix
 
 
+def _window_offsets(x: jax.Array, y_shape, window: int, stride: int):
+    """``((i, j), element)`` for every window offset: the input element at offset ``(i, j)``
+    of every window, as an output-shaped array (a strided slice), in row-major window order."""
+    batch, _, _, channels = x.shape
+    _, out_height, out_width, _ = y_shape
+    for i in range(window):
+        for j in range(window):
+            limit = (batch, i + stride * (out_height - 1) + 1, j + stride * (out_width - 1) + 1)
+            element = jax.lax.slice(x, (0, i, j, 0), (*limit, channels), (1, stride, stride, 1))
+            yield (i, j), element
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     """``torch.nn.MaxPool2d(window, stride)`` (no padding) on NHWC input.
 
-    The forward pass is XLA's max ``reduce_window``. The backward pass is written out: each
+    The forward pass is the element-wise maximum of the ``window**2`` strided slices (a NaN
+    wins, as in torch); XLA fuses it with the work around it, where its ``reduce_window`` runs
+    alone, 7-10x slower on CPU (XLA:CPU, jax 0.10). The backward pass is written out: each
     window's gradient goes to its first maximal element (in row-major window order, as torch's
-    kernels do), by comparing the window positions with the output and placing the selected
-    gradients back with strided pads; elementwise work that XLA fuses. A window holding a NaN
-    sends its gradient to its first NaN, as torch does. Overlapping windows add up in float32.
-    XLA's own gradient, ``select_and_scatter``, materialises index arrays of the input's size on
-    CPU (XLA:CPU, jax 0.10: 165 ms against 35 ms for AlexNet's three pools over 32 images; see
+    kernels do), by comparing the window positions with the output; a window holding a NaN
+    sends its gradient to its first NaN, as torch does. Overlapping windows (stride < window)
+    place the gradients back with strided pads and add up in float32; windows that tile the
+    input (stride = window) interleave them with a reshape. Element-wise work that XLA fuses:
+    XLA's own gradient, ``select_and_scatter``, materialises index arrays of the input's size
+    on CPU (165 ms against 35 ms for AlexNet's three pools over 32 images; see
     benchmarks/README.md). Being a custom VJP, it supports reverse mode only (``jax.grad``, not
     ``jax.jvp``), which is all training uses.
     """
-    return jax.lax.reduce_window(
-        x,
-        jnp.array(-jnp.inf, x.dtype),
-        jax.lax.max,
-        (1, window, window, 1),
-        (1, stride, stride, 1),
-        "VALID",
-    )
+    batch, height, width, channels = x.shape
+    shape = (batch, (height - window) // stride + 1, (width - window) // stride + 1, channels)
+    y = None
+    for _, element in _window_offsets(x, shape, window, stride):
+        y = element if y is None else jnp.maximum(y, element)
+    return y
 
 
 def _max_pool_forward(x, window, stride):
@@ -109,30 +163,43 @@ def _max_pool_forward(x, window, stride):
     return y, (x, y)
 
 
+def _first_maximum_masks(x, y, window, stride):
+    """``((i, j), hit)`` per window offset: whether that element is its window's first
+    maximum (or first NaN)."""
+    taken = jnp.zeros(y.shape, bool)
+    y_is_nan = jnp.isnan(y)
+    for offset, candidate in _window_offsets(x, y.shape, window, stride):
+        hit = ((candidate == y) | (jnp.isnan(candidate) & y_is_nan)) & ~taken
+        taken = taken | hit
+        yield offset, hit
+
+
 def _max_pool_backward(window, stride, residuals, grad):
     x, y = residuals
     batch, height, width, channels = x.shape
     _, out_height, out_width, _ = y.shape
     zero = jnp.zeros((), jnp.float32)
-    taken = jnp.zeros(y.shape, bool)
     grad = grad.astype(jnp.float32)
+    masks = _first_maximum_masks(x, y, window, stride)
+    if stride == window:  # the windows tile the input: interleave the offsets' gradients
+        parts = jnp.stack([jnp.where(hit, grad, zero) for _, hit in masks], axis=3)
+        parts = parts.reshape(batch, out_height, out_width, window, window, channels)
+        tiled = parts.transpose(0, 1, 3, 2, 4, 5).reshape(
+            batch, out_height * window, out_width * window, channels
+        )
+        rest = ((0, 0, 0), (0, height - out_height * window, 0))
+        grad_x = jax.lax.pad(tiled, zero, (*rest, (0, width - out_width * window, 0), (0, 0, 0)))
+        return (grad_x.astype(x.dtype),)
     grad_x = jnp.zeros(x.shape, jnp.float32)
-    y_is_nan = jnp.isnan(y)
-    for i in range(window):
-        for j in range(window):
-            # The input element at offset (i, j) of every window, as an output-shaped array.
-            limit = (batch, i + stride * (out_height - 1) + 1, j + stride * (out_width - 1) + 1)
-            candidate = jax.lax.slice(x, (0, i, j, 0), (*limit, channels), (1, stride, stride, 1))
-            hit = ((candidate == y) | (jnp.isnan(candidate) & y_is_nan)) & ~taken
-            taken = taken | hit
-            # Back to the input's positions: offset (i, j), stride apart (interior padding).
-            padding = (
-                (0, 0, 0),
-                (i, height - limit[1], stride - 1),
-                (j, width - limit[2], stride - 1),
-                (0, 0, 0),
-            )
-            grad_x = grad_x + jax.lax.pad(jnp.where(hit, grad, zero), zero, padding)
+    for (i, j), hit in masks:
+        # Back to the input's positions: offset (i, j), stride apart (interior padding).
+        padding = (
+            (0, 0, 0),
+            (i, height - (i + stride * (out_height - 1) + 1), stride - 1),
+            (j, width - (j + stride * (out_width - 1) + 1), stride - 1),
+            (0, 0, 0),
+        )
+        grad_x = grad_x + jax.lax.pad(jnp.where(hit, grad, zero), zero, padding)
     return (grad_x.astype(x.dtype),)
 
 
