@@ -96,7 +96,7 @@ def information_maximization(probabilities: np.ndarray) -> float:
 def soft_neighborhood_density(
     probabilities: np.ndarray,
     temperature: float = SND_TEMPERATURE,
-    chunk: int = 1024,
+    chunk: int = 256,
     max_rows: int = SND_MAX_ROWS,
 ) -> float:
     """Soft neighbourhood density (Saito et al. 2021, "Tune it the Right Way", ICCV).

@@ -33,6 +33,10 @@ from jaxdann.training.feed import (
 
 __all__ = ["StreamingFeed"]
 
+# Images per evaluation batch at most: the batches the threads decode ahead and the activations
+# of the one being computed are what an evaluation pass holds in memory.
+_EVAL_BATCH_LIMIT = 256
+
 
 class StreamingFeed:
     """Batches decoded from files while training; evaluation sets streamed in order."""
@@ -120,7 +124,7 @@ class StreamingFeed:
     def _pass(self, params, split_name: str, outputs: tuple[str, ...]) -> tuple[list, int]:
         """The evaluator over every image of a split, in order; and how many were decoded."""
         split = getattr(self.data, split_name)
-        size = min(int(self.config.eval_batch_size), len(split))
+        size = min(int(self.config.eval_batch_size), _EVAL_BATCH_LIMIT, len(split))
         size = -(-size // self.mesh.size) * self.mesh.size
         batches = streaming.EvalBatches(
             split,
@@ -135,5 +139,7 @@ class StreamingFeed:
             images, labels, mask = (
                 jax.device_put(batch[key], self.sharded) for key in ("images", "labels", "mask")
             )
+            if results:  # one batch computes at a time (its activations are the large part);
+                jax.block_until_ready(results[-1])  # the threads decode the next meanwhile
             results.append(self._evaluate(params, images, labels, mask, outputs=outputs))
         return results, count
