@@ -143,10 +143,10 @@ def _run_pairs(
     per-run rows.
 
     ``notes`` (about the flags) are printed first, by the process that reports."""
-    chosen = _study_tasks(config, *plan)
     for adaptation in adaptations:
         get_method(adaptation)  # an unknown name: a ConfigError listing the registered ones
-    reports = join_processes(config, "jaxdann.pairs")
+    reports = join_processes(config, "jaxdann.pairs")  # refuses sharded data before any reading
+    chosen = _study_tasks(config, *plan)  # reads data.root for the default domains
     for note in notes if reports else ():
         print(note)
     os.makedirs(workdir, exist_ok=True)
