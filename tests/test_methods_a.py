@@ -31,13 +31,15 @@ def _rows(workdir):
 # -- through the command line ------------------------------------------------------------------
 
 
+# DAN (with the MCC regulariser) by default; the others with -m slow. Every method's loss has
+# its own numeric test in test_losses and below.
 @pytest.mark.parametrize(
     "name,flags",
     [
-        ("cdan", SMALL_HEADS),
+        pytest.param("cdan", SMALL_HEADS, marks=pytest.mark.slow),
         ("dan", ["--config.method.linear_mmd=true", "--config.method.mcc_weight=0.5"]),
-        ("jan", []),
-        ("mcc", []),
+        pytest.param("jan", [], marks=pytest.mark.slow),
+        pytest.param("mcc", [], marks=pytest.mark.slow),
     ],
 )
 def test_each_method_trains_through_the_command_line(tmp_path, name, flags):
@@ -83,6 +85,7 @@ def test_a_setting_a_method_cannot_use_is_one_error_line(tmp_path, capsys, flag,
     assert err.startswith("error: config key") and message in err
 
 
+@pytest.mark.slow  # resuming BatchNorm state: test_extension's bottleneck run, by default
 def test_cdan_e_resumes_bit_for_bit(tmp_path, train_whole_and_resumed):
     whole, parts = train_whole_and_resumed(
         tmp_path, ["--config.adaptation=cdan_e", *TINY, *SMALL_HEADS]
@@ -227,7 +230,19 @@ def test_the_fused_dan_loss_has_tllibs_gradient_and_ignores_padding_rows():
     _assert_close(padded_grads, grads, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("adaptation", ["dann", "cdan_e", "dan", "jan", "mdd", "mcc", "afn"])
+# Four methods by default (a gradient reversal, an MMD, a margin, MCC itself); the rest slow.
+@pytest.mark.parametrize(
+    "adaptation",
+    [
+        "dann",
+        pytest.param("cdan_e", marks=pytest.mark.slow),
+        "dan",
+        pytest.param("jan", marks=pytest.mark.slow),
+        "mdd",
+        "mcc",
+        pytest.param("afn", marks=pytest.mark.slow),
+    ],
+)
 def test_the_mcc_regulariser_adds_mcc_on_the_target_logits(adaptation):
     method, params, model_state, batch = _setup(adaptation)
     plain, _, _ = _fused(method, params, model_state, batch)
@@ -238,10 +253,15 @@ def test_the_mcc_regulariser_adds_mcc_on_the_target_logits(adaptation):
     fn = jax.jit(regularised.loss)
     with_mcc, (sums, _) = fn(params, model_state, batch, jax.random.key(1), PROGRESS)
     np.testing.assert_allclose(with_mcc, plain + 0.5 * sums["mcc_regularizer"], rtol=1e-5)
+
     # The regulariser is MCC of the classifier's logits on the target images (no dropout here).
-    target = regularised.prepare(batch, jax.random.key(1))[1]
-    features, state = regularised.network.embed(params, model_state, target, train=True)
-    logits, _ = regularised.network.run(params, state, "classifier", features, train=True)
-    expected = losses.mcc(logits, temperature=2.5, mask=batch["target_mask"])
+    @jax.jit  # compiled once, not op by op
+    def expected_mcc(params, model_state, batch):
+        target = regularised.prepare(batch, jax.random.key(1))[1]
+        features, state = regularised.network.embed(params, model_state, target, train=True)
+        logits, _ = regularised.network.run(params, state, "classifier", features, train=True)
+        return losses.mcc(logits, temperature=2.5, mask=batch["target_mask"])
+
+    expected = expected_mcc(params, model_state, batch)
     np.testing.assert_allclose(sums["mcc_regularizer"], expected, rtol=1e-5)
     assert 0 < float(sums["mcc_regularizer"]) < 1

@@ -33,10 +33,15 @@ def _rows(workdir):
 @pytest.mark.parametrize(
     "name,method,extra",
     [
-        ("mdd", MDD, []),
+        pytest.param("mdd", MDD, [], marks=pytest.mark.slow),
         ("mcd", MCD, []),
         # Dropout and a bottleneck: the L2-preserved dropout and two BatchNorm passes run.
-        ("afn", AFN, ["--config.model.dropout_rate=0.3", "--config.model.bottleneck=16"]),
+        pytest.param(
+            "afn",
+            AFN,
+            ["--config.model.dropout_rate=0.3", "--config.model.bottleneck=16"],
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_the_method_trains_through_the_command_line(tmp_path, name, method, extra):

@@ -186,18 +186,19 @@ def test_parameter_counts():
 def test_dropout_uses_the_dropout_rng_only_in_training():
     model = AlexNet(7)
     images = jnp.asarray(_images(63).transpose(0, 2, 3, 1))
-    params = model.init(jax.random.PRNGKey(0), images)["params"]
-    eval_a = model.apply({"params": params}, images)
-    eval_b = model.apply({"params": params}, images, train=False)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), images)["params"]
+    apply = jax.jit(model.apply, static_argnames="train")  # compiled once, not op by op
+    eval_a = apply({"params": params}, images)
+    eval_b = apply({"params": params}, images, train=False)
     np.testing.assert_array_equal(eval_a, eval_b)
-    train = lambda key: model.apply(  # noqa: E731
+    train = lambda key: apply(  # noqa: E731
         {"params": params}, images, train=True, rngs={"dropout": jax.random.PRNGKey(key)}
     )
     assert not np.allclose(train(1), eval_a)
     np.testing.assert_array_equal(train(1), train(1))
     assert not np.allclose(train(1), train(2))
     with pytest.raises(Exception, match="dropout"):
-        model.apply({"params": params}, images, train=True)
+        apply({"params": params}, images, train=True)
 
 
 def test_too_small_images_are_refused_with_the_minimum():

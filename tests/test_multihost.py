@@ -145,6 +145,7 @@ def _tiny_pacs_flags(tiny_pacs_overrides, root, tmp_path):
     return [f"--config.{key}={value}" for key, value in settings.items()]
 
 
+@pytest.mark.slow  # the shared verdict runs by default: test_data_one_process_cannot_load_...
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
 def test_a_bad_image_in_one_shard_stops_every_process(
     tmp_path, write_pacs_tree, tiny_pacs_overrides
@@ -198,6 +199,7 @@ def test_data_one_process_cannot_load_stops_every_process(
     assert "process(es) 1 could not load their data (see their output)" in outputs[0]
 
 
+@pytest.mark.slow  # two processes x two cells; the two-process run itself runs by default
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU collectives are tested on Linux")
 def test_a_sweep_on_two_processes_trains_every_cell_and_reports_once(tmp_path):
     workdir = str(tmp_path / "grid")

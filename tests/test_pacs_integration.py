@@ -25,9 +25,9 @@ def test_short_dann_run_on_photo_to_art_painting(tmp_path):
         "data.root": ROOT,
         "data.cache_dir": str(tmp_path / "cache"),
         "data.validation": "",
-        "data.resize": "128",  # smaller than the seed's 256/224 to keep the suite fast
-        "data.crop": "112",
-        "data.limit": "48",
+        "data.resize": "72",  # far smaller than the seed's 256/224 to keep the suite fast
+        "data.crop": "63",  # the smallest input AlexNet's layers take
+        "data.limit": "32",
         "model.pretrained": "none",
         "batch_size": "16",
         "epochs": "2",
@@ -54,5 +54,5 @@ def test_short_dann_run_on_photo_to_art_painting(tmp_path):
         "house",
         "person",
     ]
-    assert np.asarray(evaluation["confusion_matrix"]).sum() == 48  # every target image evaluated
+    assert np.asarray(evaluation["confusion_matrix"]).sum() == 32  # every target image evaluated
     assert summary["final_target_accuracy"] == rows[-1]["target_accuracy"]

@@ -323,6 +323,7 @@ def test_a_sharded_run_resumes_only_on_as_many_processes(tmp_path):
         feed.check_process_count(workdir, resuming=True)
 
 
+@pytest.mark.slow  # 2 x 12 epochs; test_methods_bf16 checks the bfloat16 step by default
 def test_bfloat16_reaches_float32_accuracy_on_the_demo(tmp_path):
     common = {
         "epochs": 12,
@@ -678,10 +679,13 @@ def test_ctrl_c_while_compiling_exits_130_with_the_hint(tmp_path):
         "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "runpy.run_module('jaxdann.train', run_name='__main__')"
     )
+    # Without the tests' compilation cache: the step must really be compiling.
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     process = subprocess.Popen(
         [sys.executable, "-c", start, "--workdir", workdir, "--config.epochs=50"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
         # config.json is written just before the first step is traced and compiled.
