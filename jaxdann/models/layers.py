@@ -67,6 +67,17 @@ def _add_channel_bias_backward(residual, grad):
 _add_channel_bias.defvjp(_add_channel_bias_forward, _add_channel_bias_backward)
 
 
+def _conv_parameters(module: nn.Module, size: int, channels: int, features: int):
+    """``(kernel, bias)`` of a convolution module, named, shaped and initialised as
+    :class:`flax.linen.Conv`'s with torch's init (``kernel`` HWIO first, then ``bias``)."""
+    fan_in = channels * size * size
+    kernel = module.param(
+        "kernel", torch_uniform(fan_in), (size, size, channels, features), jnp.float32
+    )
+    bias = module.param("bias", torch_uniform(fan_in), (features,), jnp.float32)
+    return kernel, bias
+
+
 class Conv(nn.Module):
     """:class:`flax.linen.Conv` (NHWC, HWIO ``kernel`` then ``bias``, the same names, shapes and
     initialisation order) with torch's init, symmetric padding, and a bias gradient computed as
@@ -80,12 +91,8 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        size, channels = self.kernel_size, x.shape[-1]
-        fan_in = channels * size * size
-        kernel = self.param(
-            "kernel", torch_uniform(fan_in), (size, size, channels, self.features), jnp.float32
-        )
-        bias = self.param("bias", torch_uniform(fan_in), (self.features,), jnp.float32)
+        size = self.kernel_size
+        kernel, bias = _conv_parameters(self, size, x.shape[-1], self.features)
         y = jax.lax.conv_general_dilated(
             x.astype(self.dtype),
             kernel.astype(self.dtype),
@@ -242,11 +249,7 @@ class SpaceToDepthConv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         batch, height, width, channels = x.shape
         size, stride, pad = self.kernel_size, self.stride, self.padding
-        fan_in = channels * size * size
-        kernel = self.param(
-            "kernel", torch_uniform(fan_in), (size, size, channels, self.features), jnp.float32
-        )
-        bias = self.param("bias", torch_uniform(fan_in), (self.features,), jnp.float32)
+        kernel, bias = _conv_parameters(self, size, channels, self.features)
         blocks = -(-size // stride)  # kernel extent in blocks
         out_height = (height + 2 * pad - size) // stride + 1
         out_width = (width + 2 * pad - size) // stride + 1
