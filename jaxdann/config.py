@@ -73,6 +73,36 @@ def _method_config() -> ml_collections.ConfigDict:
     return method
 
 
+def _data_config() -> ml_collections.ConfigDict:
+    """The ``data`` node: which data set, how it is read and preprocessed, augmentation."""
+    data = ml_collections.ConfigDict()
+    data.name = "pacs"  # a dataset (jaxdann.data.DATASETS); demo = the embedded demo
+    data.format = "folder"  # folder | tfds
+    data.root = ""  # "" = the dataset's $JAXDANN_<NAME>_ROOT (PACS: ../shared/data/PACS)
+    data.source = "photo"  # one domain, or several (photo,cartoon): their union
+    data.target = "art_painting"
+    data.validation = "cartoon,sketch"  # held-out domains for model selection ("" = none)
+    data.resize = 256
+    data.crop = 224
+    data.random_crop = False
+    data.random_flip = False
+    data.drop_last = False
+    data.on_bad = "error"  # error | skip
+    data.cache_dir = ""  # "" = $JAXDANN_CACHE_DIR or ~/.cache/jaxdann
+    data.limit = 0  # >0: use at most this many images per domain (quick checks)
+    data.shard_per_host = False  # each process loads only its share (multi-host)
+    # Streaming: decode each batch from the files while training (Grain), instead of holding
+    # every image in memory; for data larger than memory, and for random-resized-crop training.
+    data.streaming = False
+    data.workers = -1  # decoding processes: -1 one per core (at most 8); 0 threads only
+    data.decode = "exact"  # exact | reduced: JPEGs decoded at the smallest scale needed
+    data.resized_crop_scale = 0.0  # >0: RandomResizedCrop((s, 1)); TLlib 0.08, DomainBed 0.7
+    data.color_jitter = 0.0  # >0: ColorJitter(s, s, s, min(s, 0.5)); TLlib 0.5, DomainBed 0.3
+    data.grayscale = 0.0  # RandomGrayscale probability; DomainBed 0.1
+    data.target_renderings = 1  # demo: renderings of each unlabelled target-train digit
+    return data
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key that exists, with the seed study's settings (photo -> art_painting, AlexNet)."""
     config = ml_collections.ConfigDict()
@@ -124,34 +154,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.pool_gradient = "first_max"  # first_max | xla
     config.model.batchnorm = "train"  # resnet*: train | frozen (fixed statistics, as DomainBed)
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "pacs"  # a dataset (jaxdann.data.DATASETS); demo = the embedded demo
-    config.data.format = "folder"  # folder | tfds
-    config.data.root = ""  # "" = the dataset's $JAXDANN_<NAME>_ROOT (PACS: ../shared/data/PACS)
-    config.data.source = "photo"  # one domain, or several (photo,cartoon): their union
-    config.data.target = "art_painting"
-    config.data.validation = "cartoon,sketch"  # held-out domains for model selection ("" = none)
-    config.data.resize = 256
-    config.data.crop = 224
-    config.data.random_crop = False
-    config.data.random_flip = False
-    config.data.drop_last = False
-    config.data.on_bad = "error"  # error | skip
-    config.data.cache_dir = ""  # "" = $JAXDANN_CACHE_DIR or ~/.cache/jaxdann
-    config.data.limit = 0  # >0: use at most this many images per domain (quick checks)
-    config.data.shard_per_host = False  # each process loads only its share (multi-host)
-    # Streaming: decode each batch from the files while training (Grain), instead of holding
-    # every image in memory; for data larger than memory, and for random-resized-crop training.
-    config.data.streaming = False
-    config.data.workers = -1  # decoding processes: -1 one per core (at most 8); 0 threads only
-    config.data.decode = "exact"  # exact | reduced: JPEGs decoded at the smallest scale needed
-    config.data.resized_crop_scale = 0.0  # >0: RandomResizedCrop((s, 1)); TLlib 0.08, DomainBed 0.7
-    config.data.color_jitter = (
-        0.0  # >0: ColorJitter(s, s, s, min(s, 0.5)); TLlib 0.5, DomainBed 0.3
-    )
-    config.data.grayscale = 0.0  # RandomGrayscale probability; DomainBed 0.1
-    config.data.target_renderings = 1  # demo: renderings of each unlabelled target-train digit
-
+    config.data = _data_config()
     config.method = _method_config()
 
     config.eval = ml_collections.ConfigDict()
