@@ -194,6 +194,18 @@ def test_a_steps_batch_does_not_depend_on_the_worker_count(tree, tmp_path, tiny_
     np.testing.assert_array_equal(seen[0][0]["source_labels"], plain["source_labels"])
 
 
+def test_a_streamed_run_resumes_with_as_many_decoding_processes(
+    tree, tmp_path, tiny_pacs_overrides
+):
+    settings = {"data.streaming": "true", "data.workers": "0", "epochs": "1"}
+    config = _config(tree, tmp_path / "c", tiny_pacs_overrides, **settings)
+    train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+    settings |= {"epochs": "2", "data.workers": "2"}
+    config = _config(tree, tmp_path / "c", tiny_pacs_overrides, **settings)
+    with pytest.raises(ConfigError, match="saved with 0 decoding processes.*data.workers=0"):
+        train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

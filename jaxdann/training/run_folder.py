@@ -117,6 +117,7 @@ RESUMABLE_KEYS = frozenset(
         "log_every_epoch",
         "eval.validation_every_epoch",
         "data.cache_dir",
+        "data.workers",  # a streamed run's checkpoint says how many it resumes with
     }
 )
 # Where and how the data is read: these may change once the folder records what its run read

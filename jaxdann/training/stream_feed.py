@@ -62,12 +62,22 @@ class StreamingFeed:
         self._resume_state: dict | None = None
 
     def resume(self, state: dict) -> None:
-        """Continue from a checkpoint's pipeline state (:meth:`state` when it was saved)."""
+        """Continue from a checkpoint's pipeline state (:meth:`state` when it was saved). Grain's
+        state is per decoding process, so the run resumes with as many."""
+        saved = state.get("workers")
+        if saved != self.workers:
+            raise ConfigError(
+                f"this run's data pipeline was saved with {saved} decoding processes and would "
+                f"resume with {self.workers}; resume with --config.data.workers={saved}."
+            )
         self._resume_state = state
 
     def state(self) -> dict | None:
-        """The training pipeline's state: where the next batch begins (``None`` before any)."""
-        return self._iterator.get_state() if self._iterator is not None else self._resume_state
+        """The training pipeline's state: Grain's iterator state (where the next batch begins)
+        and the number of decoding processes it belongs to; ``None`` before any batch."""
+        if self._iterator is None:
+            return self._resume_state
+        return {"workers": self.workers, "grain": self._iterator.get_state()}
 
     def close(self) -> None:
         """Stops the decoding processes and threads."""
@@ -97,7 +107,8 @@ class StreamingFeed:
                 seed=int(config.seed),
                 steps_per_epoch=steps_per_epoch,
             )
-            self._iterator = streaming.train_iterator(batches, self.workers, self._resume_state)
+            saved = self._resume_state["grain"] if self._resume_state else None
+            self._iterator = streaming.train_iterator(batches, self.workers, saved)
         return self._iterator
 
     def _check_bad(self, bad: np.ndarray, what: str) -> None:
