@@ -12,7 +12,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=4".strip()
-# One persistent compilation cache for the session and the processes it starts: the many short
+# One persistent compilation cache for the test run and the processes it starts: the many short
 # runs of the same tiny models read their compiled steps instead of compiling them again.
 if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxdann-tests-xla-")
