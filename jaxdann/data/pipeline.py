@@ -260,7 +260,8 @@ def steps_per_epoch(num_source: int, batch_size: int, drop_last: bool) -> int:
     return steps
 
 
-def _round_up(value: int, multiple: int) -> int:
+def round_up(value: int, multiple: int) -> int:
+    """``value`` rounded up to a multiple of ``multiple``."""
     return -(-value // multiple) * multiple
 
 
@@ -293,7 +294,7 @@ def _cut(
     order: np.ndarray, step: int, batch_size: int, multiple: int
 ) -> tuple[np.ndarray, np.ndarray]:
     indices = order[step * batch_size : (step + 1) * batch_size]
-    padded_size = _round_up(batch_size, multiple)
+    padded_size = round_up(batch_size, multiple)
     mask = np.zeros(padded_size, np.float32)
     mask[: len(indices)] = 1.0
     padded = np.zeros(padded_size, np.int32)
@@ -325,7 +326,7 @@ def target_batch_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Target rows for a global step: positions [step*B, (step+1)*B) of an endless stream of
     permutations (one per pass over the target set), independent of the source epochs."""
-    padded_size = _round_up(batch_size, multiple)
+    padded_size = round_up(batch_size, multiple)
     key = [seed, _TARGET_STREAM]
     return _stream(num_target, global_step * batch_size, batch_size, key, padded_size)
 

@@ -63,10 +63,6 @@ def embedding_outputs(features: bool) -> tuple[str, ...]:
     return EMBEDDING_OUTPUTS if features else LOGIT_OUTPUTS
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 def real_rows(outputs: list[dict], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The real rows (mask > 0) of each of ``keys``, concatenated over the fetched batches."""
     keep = np.concatenate([out["mask"] for out in outputs]) > 0
@@ -215,7 +211,7 @@ class DevicePools:
 
     def _pass(self, params, images, labels, count: int, outputs: tuple[str, ...]) -> list:
         # Small pools get one small batch, not one padded to eval_batch_size.
-        size = _round_up(min(int(self.config.eval_batch_size), count), self.mesh.size)
+        size = input_pipeline.round_up(min(int(self.config.eval_batch_size), count), self.mesh.size)
         results = []
         for start in range(0, count, size):
             indices = np.arange(start, start + size)
@@ -260,7 +256,9 @@ class HostShards:
                 f"{self.processes} processes, so some shard is empty; turn data.shard_per_host off."
             )
         self.source_count = sum(self.rows_per_process["source"])
-        self.padded = _round_up(-(-int(config.batch_size) // self.processes), self.local_devices)
+        self.padded = input_pipeline.round_up(
+            -(-int(config.batch_size) // self.processes), self.local_devices
+        )
         self._evaluate = evaluator
 
     def _put(self, local: np.ndarray) -> jax.Array:
@@ -311,7 +309,7 @@ class HostShards:
         split = self.splits[split_name]
         rows_per_process = self.rows_per_process[split_name]
         count, most = sum(rows_per_process), max(rows_per_process)
-        size = _round_up(
+        size = input_pipeline.round_up(
             -(-min(int(self.config.eval_batch_size), count) // self.processes),
             self.local_devices,
         )

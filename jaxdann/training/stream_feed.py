@@ -136,7 +136,7 @@ class StreamingFeed:
         """The evaluator over every image of a split, in order; and how many were decoded."""
         split = getattr(self.data, split_name)
         size = min(int(self.config.eval_batch_size), _EVAL_BATCH_LIMIT, len(split))
-        size = -(-size // self.mesh.size) * self.mesh.size
+        size = input_pipeline.round_up(size, self.mesh.size)
         batches = streaming.EvalBatches(
             split,
             streaming.image_transform(self.config.data, train=False),
