@@ -227,7 +227,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: int) -> jax.Array:
     return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
 
 
-class SpaceToDepthConv(nn.Module):
+class SpaceToDepthConv(Conv):
     """A strided convolution computed as a stride-1 convolution on space-to-depth input.
 
     The ``kernel`` (HWIO) and ``bias`` parameters are exactly :class:`flax.linen.Conv`'s, so
@@ -238,12 +238,6 @@ class SpaceToDepthConv(nn.Module):
     zero taps of the padded kernel also meet pixels the convolution never reads, so an inf or NaN
     there, which normalised images do not hold, would reach the output.)
     """
-
-    features: int
-    kernel_size: int
-    stride: int
-    padding: int
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
