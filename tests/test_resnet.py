@@ -195,6 +195,34 @@ def test_frozen_batchnorm_uses_and_keeps_the_running_statistics():
     assert np.abs(np.asarray(grads["layer1_0"]["bn1"]["scale"])).max() > 0
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_convolutions_equal_xlas_1x1_convolution(stride):
+    """ResNet's 1x1 convolutions are matrix products over [pixels, channels]: the same values
+    and the same input and filter gradients as a 1x1 convolution (odd sizes: stride 2 keeps
+    torch's output size)."""
+    from jaxdann.models.resnet import _PointwiseConv
+
+    layer = _PointwiseConv(6, stride, jnp.float32)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 9, 5)), jnp.float32)
+    params = layer.init(jax.random.key(0), x)
+
+    def as_product(x, params):
+        return jnp.sum(jnp.sin(layer.apply(params, x)))
+
+    def as_convolution(x, params):
+        kernel = params["params"]["kernel"]
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return jnp.sum(jnp.sin(y))
+
+    expected = jax.value_and_grad(as_convolution, argnums=(0, 1))(x, params)
+    value, grads = jax.value_and_grad(as_product, argnums=(0, 1))(x, params)
+    np.testing.assert_allclose(value, expected[0], rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected[1]), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "constructor,arch", [(ResNet18, "resnet18"), (ResNet34, "resnet34"), (ResNet50, "resnet50")]
 )
