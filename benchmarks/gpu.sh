@@ -12,6 +12,10 @@
 #   demo   the embedded demo, `python -m jaxdann.train` (60 epochs), timed
 #   seed   seed_experiment.py: the whole seed experiment, 30 epochs (photo and art_painting)
 #   all    step, demo and seed
+#   resnet train_step.py --arch resnet50 at 128 + 128, 224 px, against TLlib's torch step: float32,
+#          then bfloat16 (torch under autocast), each with its MFU
+#   methods method_steps.py at AlexNet's size (64 + 64, 224 px): every method's step against
+#          DANN's, and CDAN+E and MCD against TLlib-style torch steps
 #   grid   the seed's grid, 18 cells x 25 epochs from random init (all four domains), and its table
 #   pairs  all 12 PACS pairs x 2 adaptations x 3 seeds, 8 epochs, no checkpoints (all four domains);
 #          rerun with the same --scratch to continue: finished runs are skipped
@@ -19,14 +23,14 @@
 # PACS is read from $JAXDANN_PACS_ROOT (default ../shared/data/PACS). Each command's whole output
 # goes to its file in --out (default gpu_out): env.txt, step_f32.txt, step_bf16_b256.txt,
 # step_bf16_b512.txt, step_bf16_variants.txt, profile_bf16_b256.txt, demo.txt,
-# seed_experiment.txt, grid.log (+ results.csv, figures, the report), pairs.log (+ pairs.md,
+# seed_experiment.txt, resnet50_f32.txt, resnet50_bf16.txt, methods.txt, grid.log (+ results.csv, figures, the report), pairs.log (+ pairs.md,
 # pairs_runs.csv). Run folders, caches and traces go to --scratch (default $TMPDIR/jaxdann_gpu).
 # Each command may run --timeout seconds (default 900; grid and pairs have no limit); a failure or
 # a timeout is written into its file and makes the exit status 1. Exit status 2: bad arguments.
 # tests/test_gpu.py runs `all` on the CPU at toy sizes.
 set -uo pipefail
 
-usage="usage: bash benchmarks/gpu.sh [--out DIR] [--scratch DIR] [--timeout S] [step|demo|seed|all|grid|pairs ...]"
+usage="usage: bash benchmarks/gpu.sh [--out DIR] [--scratch DIR] [--timeout S] [step|demo|seed|all|resnet|methods|grid|pairs ...]"
 out=gpu_out
 tmp=${TMPDIR:-/tmp}/jaxdann_gpu
 limit=900
@@ -49,12 +53,12 @@ while [ $# -gt 0 ]; do
     echo "$usage"
     exit 0
     ;;
-  step | demo | seed | all | grid | pairs)
+  step | demo | seed | all | resnet | methods | grid | pairs)
     parts+=("$1")
     shift
     ;;
   *)
-    echo "unknown part '$1': step, demo, seed, all, grid or pairs; $usage"
+    echo "unknown part '$1': step, demo, seed, all, resnet, methods, grid or pairs; $usage"
     exit 2
     ;;
   esac
@@ -126,6 +130,19 @@ step() {
   # The largest GPU kernels per step (self time); its 20 timed steps are a second run of the
   # default, the noise floor for the variants above.
   logged "$out/profile_bf16_b256.txt" "$limit" 24 $bench --batch-size 256 --dtype bfloat16 --profile "$tmp/prof_bf16"
+}
+
+resnet() {
+  local -x JAX_COMPILATION_CACHE_DIR=$tmp/jax_cache_step
+  local bench="python3 benchmarks/train_step.py --arch resnet50 --batch-size 128 --image-size 224"
+  bench="$bench --steps 20 --warmup 3 --compare-torch"
+  logged "$out/resnet50_f32.txt" "$limit" 3 $bench
+  logged "$out/resnet50_bf16.txt" "$limit" 3 $bench --dtype bfloat16
+}
+
+methods() {
+  logged "$out/methods.txt" "$limit" 16 python3 benchmarks/method_steps.py --arch alexnet \
+    --batch-size 64 --image-size 224 --steps 20 --compare-torch
 }
 
 demo() {

@@ -11,7 +11,8 @@ classifier with dropout 0.5, SGD momentum 0.9 weight decay 1e-3 with the backbon
 annealed learning rate, the reversal coefficient ramped); its torch counterpart is TLlib's
 eager step: one forward over ``torch.cat((x_s, x_t))``, cross-entropy on the source rows, the
 domain loss through a reversal layer on all rows, one backward, one SGD step with the same
-parameter groups.
+parameter groups; with ``--dtype bfloat16`` its forward runs under ``torch.autocast`` in
+bfloat16, torch's counterpart of jaxdann's bfloat16 step.
 
 With ``--compare-torch`` it also times a PyTorch eager implementation of the seed's step on the
 same device, batch and size: three forward/backward passes (class loss on source, domain loss on
@@ -476,11 +477,13 @@ def _time_torch_steps(step, device: str, steps: int, warmup: int) -> tuple[float
     return float(np.median(times)), float(np.min(times))
 
 
-def tllib_step(arch: str, batch_size: int, image_size: int):
+def tllib_step(arch: str, batch_size: int, image_size: int, dtype: str = "float32"):
     """``(step, device)``: TLlib's DANN step in torch eager
     (examples/domain_adaptation/image_classification/dann.py) with the model ``_resnet_config``
     describes: one forward over source + target, one backward, SGD (backbone at 0.1 x) and the
-    per-iteration learning-rate and reversal schedules."""
+    per-iteration learning-rate and reversal schedules. ``dtype="bfloat16"``: the forward and
+    the losses under ``torch.autocast`` in bfloat16 (torch's mixed precision; the parameters,
+    gradients and update stay float32, as jaxdann's bfloat16 step keeps them)."""
     import torch
     import torchvision
     from torch import nn
@@ -521,13 +524,15 @@ def tllib_step(arch: str, batch_size: int, image_size: int):
     labels = torch.randint(0, 7, (batch_size,), device=device)
     domains = torch.cat([torch.zeros(batch_size), torch.ones(batch_size)]).long().to(device)
     iteration = [0]
+    autocast = torch.autocast(device, torch.bfloat16, enabled=dtype == "bfloat16")
 
     def step():
-        features = bottleneck(backbone(torch.cat((source, target))))
-        class_loss = nn.functional.cross_entropy(head(features[:batch_size]), labels)
         alpha = 2.0 / (1.0 + np.exp(-iteration[0] / 1000.0)) - 1.0
-        domain_logits = domain(ReverseLayer.apply(features, alpha))
-        loss = class_loss + nn.functional.cross_entropy(domain_logits, domains)
+        with autocast:
+            features = bottleneck(backbone(torch.cat((source, target))))
+            class_loss = nn.functional.cross_entropy(head(features[:batch_size]), labels)
+            domain_logits = domain(ReverseLayer.apply(features, alpha))
+            loss = class_loss + nn.functional.cross_entropy(domain_logits, domains)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -537,20 +542,24 @@ def tllib_step(arch: str, batch_size: int, image_size: int):
     return step, device
 
 
-def time_torch_tllib(arch: str, batch_size: int, image_size: int, steps: int, warmup: int) -> dict:
+def time_torch_tllib(
+    arch: str, batch_size: int, image_size: int, steps: int, warmup: int, dtype: str = "float32"
+) -> dict:
     """:func:`tllib_step`'s timings."""
 
-    step, device = tllib_step(arch, batch_size, image_size)
+    step, device = tllib_step(arch, batch_size, image_size, dtype)
     median, fastest = _time_torch_steps(step, device, steps, warmup)
-    return _tllib_result(device, median, fastest, batch_size)
+    return _tllib_result(device, median, fastest, batch_size, dtype)
 
 
-def _tllib_result(device: str, median: float, fastest: float, batch_size: int) -> dict:
+def _tllib_result(
+    device: str, median: float, fastest: float, batch_size: int, dtype: str = "float32"
+) -> dict:
     import torch
 
     return {
         "framework": f"torch {torch.__version__} eager ({device}), TLlib-style DANN",
-        "dtype": "float32",
+        "dtype": "bfloat16 (autocast)" if dtype == "bfloat16" else "float32",
         "threads": torch.get_num_threads(),
         "step_s_median": median,
         "step_s_min": fastest,
@@ -684,7 +693,9 @@ def main(argv=None) -> int:
     between, torch_times = None, []
     interleave = args.compare_torch and args.interleave and args.arch != "alexnet"
     if interleave:
-        torch_step, torch_device = tllib_step(args.arch, args.batch_size, args.image_size)
+        torch_step, torch_device = tllib_step(
+            args.arch, args.batch_size, args.image_size, args.dtype
+        )
         _time_torch_steps(torch_step, torch_device, args.warmup, 0)
 
         def between():
@@ -726,13 +737,13 @@ def main(argv=None) -> int:
     if args.compare_torch:
         if interleave:
             median, fastest = float(np.median(torch_times)), float(np.min(torch_times))
-            torch_result = _tllib_result(torch_device, median, fastest, args.batch_size)
+            torch_result = _tllib_result(torch_device, median, fastest, args.batch_size, args.dtype)
             torch_result["interleaved"] = True
         elif args.arch == "alexnet":
             torch_result = time_torch(args.batch_size, args.image_size, args.steps, args.warmup)
         else:
             torch_result = time_torch_tllib(
-                args.arch, args.batch_size, args.image_size, args.steps, args.warmup
+                args.arch, args.batch_size, args.image_size, args.steps, args.warmup, args.dtype
             )
         torch_result["load_average_after"] = os.getloadavg()[0]
         print("torch:", json.dumps(torch_result), flush=True)

@@ -109,6 +109,29 @@ def test_all_runs_every_benchmark_and_writes_its_eight_results(tmp_path):
     assert seed["epochs"] == 1
 
 
+@pytest.mark.slow
+def test_resnet_and_methods_write_their_comparisons_with_torch(tmp_path):
+    result = _gpu_sh(tmp_path, "resnet", "methods")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path / "out"
+    names = ["env.txt", "resnet50_f32.txt", "resnet50_bf16.txt", "methods.txt"]
+    assert sorted(os.listdir(out)) == sorted(names)
+    for name in names[1:]:
+        text = (out / name).read_text()
+        assert "exit " not in text and "Traceback" not in text, f"{name}:\n{text[-2000:]}"
+    for name, dtype, torch_dtype in [
+        ("resnet50_f32.txt", "float32", "float32"),
+        ("resnet50_bf16.txt", "bfloat16", "bfloat16 (autocast)"),
+    ]:
+        row = _last_json(out / name)
+        assert row["arch"] == "resnet50" and row["dtype"] == dtype
+        assert row["torch"]["dtype"] == torch_dtype and row["speedup_vs_torch"] > 0
+    methods = _last_json(out / "methods.txt")
+    assert methods["arch"] == "alexnet"
+    assert set(methods["seconds_per_step"]) >= {"dann", "cdan_e", "mcd"}
+    assert set(methods["torch_seconds_per_step"]) == {"cdan_e", "mcd"}
+
+
 def test_seed_says_which_domain_is_missing_and_fails(tmp_path):
     empty = tmp_path / "no_pacs"
     empty.mkdir()
