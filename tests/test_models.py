@@ -150,15 +150,20 @@ def test_max_pool_and_its_gradient_match_torch_with_ties(window, stride, size):
     np.testing.assert_allclose(float(grad.sum()), float(g.sum()), rtol=1e-5)
 
 
-def test_max_pool_sends_a_window_gradient_to_its_nan_as_torch_does():
+@pytest.mark.parametrize("window,stride", [(3, 2), (2, 2)])
+def test_max_pool_sends_a_window_gradient_to_its_nan_as_torch_does(window, stride):
     x = np.arange(2 * 7 * 7, dtype=np.float32).reshape(1, 2, 7, 7)
     x[0, 0, 1, 1] = x[0, 1, 4, 5] = np.nan
     x_torch = torch.from_numpy(x).requires_grad_()
-    torch.nn.functional.max_pool2d(x_torch, 3, 2).sum().backward()
-    grad = jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2)))(jnp.asarray(x.transpose(0, 2, 3, 1)))
+    torch.nn.functional.max_pool2d(x_torch, window, stride).sum().backward()
+
+    def pool(x):
+        return max_pool(x, window, stride)
+
+    grad = jax.grad(lambda x: jnp.sum(pool(x)))(jnp.asarray(x.transpose(0, 2, 3, 1)))
     assert x_torch.grad[0, 0, 1, 1] == 1  # the NaN's window took it
     np.testing.assert_array_equal(np.asarray(grad).transpose(0, 3, 1, 2), x_torch.grad.numpy())
-    bf16 = jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2)).astype(jnp.float32))
+    bf16 = jax.grad(lambda x: jnp.sum(pool(x)).astype(jnp.float32))
     assert bf16(jnp.ones((1, 7, 7, 2), jnp.bfloat16)).dtype == jnp.bfloat16
 
 

@@ -150,8 +150,9 @@ def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     window's gradient goes to its first maximal element (in row-major window order, as torch's
     kernels do), by comparing the window positions with the output; a window holding a NaN
     sends its gradient to its first NaN, as torch does. Overlapping windows (stride < window)
-    place the gradients back with strided pads and add up in float32; windows that tile the
-    input (stride = window) interleave them with a reshape. Element-wise work that XLA fuses:
+    place the gradients back with strided pads and add up in float32; where the windows tile the
+    input (stride = window) one element-wise pass compares each element's window offset with its
+    window's first maximum. Element-wise work that XLA fuses:
     XLA's own gradient, ``select_and_scatter``, materialises index arrays of the input's size
     on CPU (165 ms against 35 ms for AlexNet's three pools over 32 images; see
     benchmarks/README.md). Being a custom VJP, it supports reverse mode only (``jax.grad``, not
@@ -188,10 +189,15 @@ def _max_pool_backward(window, stride, residuals, grad):
     zero = jnp.zeros((), jnp.float32)
     grad = grad.astype(jnp.float32)
     masks = _first_maximum_masks(x, y, window, stride)
-    if stride == window:  # the windows tile the input: interleave the offsets' gradients
-        parts = jnp.stack([jnp.where(hit, grad, zero) for _, hit in masks], axis=3)
-        parts = parts.reshape(batch, out_height, out_width, window, window, channels)
-        tiled = parts.transpose(0, 1, 3, 2, 4, 5).reshape(
+    if stride == window:  # the windows tile the input: one element-wise pass writes grad_x
+        first = jnp.zeros(y.shape, jnp.int32)
+        for (i, j), hit in masks:
+            first = jnp.where(hit, i * window + j, first)
+        # [batch, out_height, window, out_width, window, channels] is the tiled part of x's
+        # layout: each element takes its window's gradient if it is the window's first maximum.
+        offsets = jnp.arange(window * window, dtype=jnp.int32).reshape(1, 1, window, 1, window, 1)
+        spread = (slice(None), slice(None), None, slice(None), None, slice(None))
+        tiled = jnp.where(offsets == first[spread], grad[spread], zero).reshape(
             batch, out_height * window, out_width * window, channels
         )
         rest = ((0, 0, 0), (0, height - out_height * window, 0))
