@@ -152,11 +152,11 @@ def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     sends its gradient to its first NaN, as torch does. Overlapping windows (stride < window)
     place the gradients back with strided pads and add up in float32; where the windows tile the
     input (stride = window) one element-wise pass compares each element's window offset with its
-    window's first maximum. Element-wise work that XLA fuses:
-    XLA's own gradient, ``select_and_scatter``, materialises index arrays of the input's size
-    on CPU (165 ms against 35 ms for AlexNet's three pools over 32 images; see
-    benchmarks/README.md). Being a custom VJP, it supports reverse mode only (``jax.grad``, not
-    ``jax.jvp``), which is all training uses.
+    window's first maximum. All of it is element-wise work that XLA fuses, where XLA's own
+    gradient, ``select_and_scatter``, materialises index arrays of the input's size on CPU
+    (165 ms against 35 ms for AlexNet's three pools over 32 images; see benchmarks/README.md).
+    Being a custom VJP, it supports reverse mode only (``jax.grad``, not ``jax.jvp``), which is
+    all training uses.
     """
     batch, height, width, channels = x.shape
     shape = (batch, (height - window) // stride + 1, (width - window) // stride + 1, channels)
