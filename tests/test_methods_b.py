@@ -221,6 +221,13 @@ def test_mcd_refuses_no_feature_updates_and_copies_pretrained_hidden_layers():
     )
 
 
+@pytest.mark.parametrize("adaptation", ["cdan", "cdan_e", "mdd"])
+def test_methods_that_train_only_through_the_reversal_refuse_inverted_labels(adaptation):
+    with pytest.raises(ConfigError, match="grl.objective='inverted_labels'"):
+        _setup(adaptation, **{"grl.objective": "inverted_labels"})
+    _setup("dann", **{"grl.objective": "inverted_labels"})  # DANN's alternative objective
+
+
 # -- MDD --------------------------------------------------------------------------------------
 
 

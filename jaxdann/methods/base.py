@@ -65,6 +65,16 @@ def reversal_coefficient(config, progress) -> jax.Array:
     )
 
 
+def require_reversal(config, label: str) -> None:
+    """Refuse ``grl.objective`` other than ``reverse`` for a method that trains its features only
+    through the reversal layer (CDAN, MDD): DANN's inverted-label objective has no meaning there."""
+    if config.grl.objective != "reverse":
+        raise ConfigError(
+            f"config key grl.objective={config.grl.objective!r}: {label} trains "
+            "through the reversal layer; use grl.objective=reverse."
+        )
+
+
 def per_example_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Softmax cross-entropy per row (torch's ``cross_entropy(reduction="none")``)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -39,7 +39,7 @@ from jaxdann.losses import (
     randomized_map_matrices,
     randomized_multilinear_map,
 )
-from jaxdann.methods.base import Method, reversal_coefficient
+from jaxdann.methods.base import Method, require_reversal, reversal_coefficient
 from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import BatchNorm
 from jaxdann.models.layers import Dtype, compute_dtype, dense
@@ -126,11 +126,7 @@ class CDAN(Method):
 
     def __init__(self, config, network, *, mean, std):
         super().__init__(config, network, mean=mean, std=std)
-        if config.grl.objective != "reverse":
-            raise ConfigError(
-                f"config key grl.objective={config.grl.objective!r}: {self.label} trains "
-                "through the reversal layer; use grl.objective=reverse."
-            )
+        require_reversal(config, self.label)
         self.trade_off = float(config.method.trade_off)
 
     @classmethod

@@ -34,7 +34,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxdann.losses import mdd
-from jaxdann.methods.base import Method, reversal_coefficient
+from jaxdann.methods.base import Method, require_reversal, reversal_coefficient
 from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import MLPHead
 from jaxdann.models.layers import compute_dtype
@@ -53,6 +53,10 @@ class MDD(Method):
         "source_accuracy",
         "transfer_loss",
     )
+
+    def __init__(self, config, network, *, mean, std):
+        super().__init__(config, network, mean=mean, std=std)
+        require_reversal(config, self.label)
 
     @classmethod
     def heads(cls, config, backbone, num_classes):
