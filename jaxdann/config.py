@@ -58,7 +58,8 @@ def _method_config() -> ml_collections.ConfigDict:
     each method reads its own."""
     method = ml_collections.ConfigDict()
     method.trade_off = 1.0  # weight of the adaptation loss (cdan, dan, jan, mdd, mcd, mcc)
-    method.randomized_dim = 1024  # cdan: a randomized multilinear map above 4096 dims
+    method.randomized = "auto"  # cdan: the randomized map above 4096 dims (auto), always, never
+    method.randomized_dim = 1024  # cdan: the randomized multilinear map's width
     method.discriminator_hidden = 1024  # cdan: the domain discriminator's hidden width
     method.kernel_alphas = "0.125,0.25,0.5,1,2"  # dan, jan: Gaussian bandwidth factors
     method.linear_mmd = False  # dan, jan: the linear-time MMD estimate
@@ -310,6 +311,7 @@ def apply_overrides(config, overrides: dict[str, str]) -> ml_collections.ConfigD
 _CHOICES = {
     "grl.schedule": ("constant", "dann"),
     "grl.objective": ("reverse", "inverted_labels"),
+    "method.randomized": ("auto", "always", "never"),
     "optimizer.schedule": ("step", "annealed"),
     "model.dtype": ("float32", "bfloat16"),
     "model.stem": ("conv", "space_to_depth"),

@@ -37,7 +37,7 @@ __all__ = [
 #: The bandwidth factors of DAN's and JAN's Gaussian kernels: 2^-3 .. 2^1 (TLlib's examples).
 DEFAULT_KERNEL_ALPHAS = (0.125, 0.25, 0.5, 1.0, 2.0)
 #: CDAN uses the randomized multilinear map when features x classes exceeds this (Long et al.
-#: 2018, Sec. 3.2; TLlib's examples switch at the same width).
+#: 2018, Sec. 3.2; TLlib's examples use it only when asked, with ``--randomized``).
 RANDOMIZE_ABOVE = 4096
 
 

@@ -100,7 +100,7 @@ def test_cdan_e_resumes_bit_for_bit(tmp_path, train_whole_and_resumed):
 # -- the fused losses against straightforward computations --------------------------------------
 
 
-def _setup(adaptation, bottleneck=0, batch=4, padding=0, seed=0):
+def _setup(adaptation, bottleneck=0, batch=4, padding=0, seed=0, randomized="auto"):
     """The demo's network with small heads, its method, initial variables and one batch of
     ``batch`` real rows per domain plus ``padding`` rows of mask 0."""
     config = config_lib.demo_config()
@@ -108,6 +108,7 @@ def _setup(adaptation, bottleneck=0, batch=4, padding=0, seed=0):
     config.model.bottleneck = bottleneck
     config.method.discriminator_hidden = 16
     config.method.randomized_dim = 64
+    config.method.randomized = randomized
     config.method.trade_off = 0.7
     config.grl.schedule = "constant"
     network, method = build_from_config(config, 10, mean=0.5, std=0.25)
@@ -141,7 +142,7 @@ def _assert_close(actual, expected, rtol=2e-4, atol=2e-6):
     )
 
 
-def _torch_style_cdan_e(method, params, model_state, batch, rng, progress):
+def _torch_style_cdan_e(method, randomize, params, model_state, batch, rng, progress):
     """TLlib's CDAN+E training loop, written out: one pass over cat(x_s, x_t), the detached
     softmax, the map, the reversal layer on the map, DomainDiscriminator's layers with
     batch-statistics BatchNorm, a sigmoid, entropy weights and torch's weighted
@@ -155,7 +156,7 @@ def _torch_style_cdan_e(method, params, model_state, batch, rng, progress):
     log_p = jax.nn.log_softmax(y[:n])
     cls_loss = -jnp.mean(log_p[jnp.arange(n), batch["source_labels"]])
     g = jax.lax.stop_gradient(jax.nn.softmax(y))
-    if f.shape[1] * g.shape[1] > 4096:
+    if randomize:
         rf, rg = losses.randomized_map_matrices(jax.random.key(0), f.shape[1], g.shape[1], 64)
         h = (f @ rf) * (g @ rg) / np.sqrt(64.0)
     else:
@@ -177,11 +178,21 @@ def _torch_style_cdan_e(method, params, model_state, batch, rng, progress):
     return cls_loss + 0.7 * transfer
 
 
-@pytest.mark.parametrize("bottleneck", [0, 8], ids=["randomized_map", "full_map"])
-def test_the_fused_cdan_e_loss_has_tllibs_gradient(bottleneck):
-    method, params, model_state, batch = _setup("cdan_e", bottleneck=bottleneck)
+@pytest.mark.parametrize(
+    ("bottleneck", "randomized", "randomize"),
+    [(0, "auto", True), (8, "auto", False), (8, "always", True), (0, "never", False)],
+    ids=["auto_wide_randomized", "auto_narrow_full", "always_randomized", "never_full"],
+)
+def test_the_fused_cdan_e_loss_has_tllibs_gradient(bottleneck, randomized, randomize):
+    # The demo CNN's 768 features x 10 classes exceed 4096; a bottleneck of 8 gives 80.
+    method, params, model_state, batch = _setup(
+        "cdan_e", bottleneck=bottleneck, randomized=randomized
+    )
+    width = params["domain_discriminator"]["hidden_0"]["kernel"].shape[0]
+    assert width == (64 if randomize else (bottleneck or 768) * 10)
     loss, grads, _ = _fused(method, params, model_state, batch)
-    reference = jax.jit(jax.value_and_grad(functools.partial(_torch_style_cdan_e, method)))
+    reference = functools.partial(_torch_style_cdan_e, method, randomize)
+    reference = jax.jit(jax.value_and_grad(reference))
     expected_loss, expected = reference(params, model_state, batch, jax.random.key(1), PROGRESS)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
     _assert_close(grads, expected)

@@ -3,8 +3,9 @@
 A domain discriminator reads the multilinear map ``g (x) f`` of each row's features ``f`` and
 softmax predictions ``g`` (detached, as TLlib's ``ConditionalDomainAdversarialLoss``), so it
 can tell the domains apart per class; the features learn to fool it through the gradient
-reversal layer. Above 4096 map dimensions (features x classes) the map is the randomized one of
-width ``method.randomized_dim`` (the paper's Sec. 3.2; TLlib's ``--randomized``).
+reversal layer. With ``method.randomized=auto`` the map is the randomized one of width
+``method.randomized_dim`` above 4096 map dimensions (features x classes; the paper's Sec. 3.2),
+``always`` uses it at any width (TLlib's ``--randomized``), ``never`` keeps the full map.
 
 Loss = class loss + ``method.trade_off`` x transfer loss, the transfer loss the discriminator's
 binary cross-entropy (source label 1, target 0, as TLlib) averaged over the real source and
@@ -13,8 +14,12 @@ real row count (the paper's entropy conditioning, TLlib's ``entropy_conditioning
 
 Where this differs from TLlib:
 
+- the map is randomized above 4096 dimensions by default, where TLlib's example keeps the full
+  map unless ``--randomized`` is given (``method.randomized=never`` is TLlib's default: e.g.
+  TLlib's Office-31 runs, 256 bottleneck features x 31 classes, use the full 7936-wide map);
 - the reversal coefficient follows ``config.grl`` (schedule, maximum, warm-up) as DANN's does,
-  not TLlib's fixed warm-start ramp (0 -> 1 over 1000 iterations);
+  not TLlib's ``WarmStartGradientReverseLayer`` (``2 / (1 + exp(-i / 1000)) - 1``: 0.46 at
+  iteration 1000, 0.91 at 3000, approaching 1 over about 5000 iterations);
 - the reversal is applied to the features before the map, not to the map's output: the map is
   linear in the features for fixed (detached) predictions, so the gradient is the same;
 - the cross-entropy is computed from the logit (log-sigmoid), not torch's clamped
@@ -44,7 +49,13 @@ from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import BatchNorm
 from jaxdann.models.layers import Dtype, compute_dtype, dense
 
-__all__ = ["CDAN", "CDANE", "ConditionalDiscriminator", "conditional_map"]
+__all__ = [
+    "CDAN",
+    "CDANE",
+    "ConditionalDiscriminator",
+    "conditional_map",
+    "uses_randomized_map",
+]
 
 
 def _map_matrices(seed: int, features_dim: int, num_classes: int, randomized_dim: int):
@@ -57,16 +68,28 @@ def _map_matrices(seed: int, features_dim: int, num_classes: int, randomized_dim
     return tuple(np.asarray(matrix) for matrix in matrices)
 
 
+def uses_randomized_map(randomized: str, features_dim: int, num_classes: int) -> bool:
+    """Whether ``method.randomized`` (auto, always, never) calls for the randomized map."""
+    if randomized == "auto":
+        return features_dim * num_classes > RANDOMIZE_ABOVE
+    return randomized == "always"
+
+
 def conditional_map(
-    features: jax.Array, probabilities: jax.Array, *, randomized_dim: int, seed: int
+    features: jax.Array,
+    probabilities: jax.Array,
+    *,
+    randomized_dim: int,
+    seed: int,
+    randomized: str = "auto",
 ) -> jax.Array:
-    """The discriminator's input: the multilinear map, or the randomized map when features x
-    classes exceeds 4096. The randomized map's matrices are those ``seed`` draws, the same at
-    every step and after a resume (no state to checkpoint); drawn when the step is traced, they
-    enter the compiled step as constants: drawing them inside it (threefry over 0.8 M numbers
-    for the demo's CNN) was about a fifth of the small CNN's CDAN step on a CPU."""
+    """The discriminator's input: the multilinear map, or the randomized map where
+    :func:`uses_randomized_map` says so. The randomized map's matrices are those ``seed`` draws,
+    the same at every step and after a resume (no state to checkpoint); drawn when the step is
+    traced, they enter the compiled step as constants: drawing them inside it (threefry over
+    0.8 M numbers for the demo's CNN) was about a fifth of the small CNN's CDAN step on a CPU."""
     features_dim, num_classes = features.shape[-1], probabilities.shape[-1]
-    if features_dim * num_classes <= RANDOMIZE_ABOVE:
+    if not uses_randomized_map(randomized, features_dim, num_classes):
         return multilinear_map(features.astype(jnp.float32), probabilities)
     matrices = _map_matrices(seed, features_dim, num_classes, randomized_dim)
     return randomized_multilinear_map(features, probabilities, *matrices)
@@ -85,6 +108,7 @@ class ConditionalDiscriminator(nn.Module):
 
     hidden: int
     randomized_dim: int
+    randomized: str = "auto"
     map_seed: int = 0
     dtype: Dtype = jnp.float32
 
@@ -92,7 +116,11 @@ class ConditionalDiscriminator(nn.Module):
     def __call__(self, inputs: tuple[jax.Array, jax.Array], train: bool = False) -> jax.Array:
         features, probabilities = inputs
         mapped = conditional_map(
-            features, probabilities, randomized_dim=self.randomized_dim, seed=self.map_seed
+            features,
+            probabilities,
+            randomized_dim=self.randomized_dim,
+            seed=self.map_seed,
+            randomized=self.randomized,
         )
         x = mapped.astype(self.dtype)
         for index in range(2):
@@ -134,6 +162,7 @@ class CDAN(Method):
         discriminator = ConditionalDiscriminator(
             hidden=_positive_int(config, "discriminator_hidden"),
             randomized_dim=_positive_int(config, "randomized_dim"),
+            randomized=config.method.randomized,
             dtype=compute_dtype(config),
         )
         return {"domain_discriminator": discriminator}

@@ -17,8 +17,9 @@ The reversal coefficient follows ``grl.*`` as DANN's does (``grl.schedule``, ``g
 Where this differs from TLlib (tllib/alignment/mdd.py, examples/.../mdd.py):
 
 - TLlib's reversal is ``WarmStartGradientReverseLayer(alpha=1, lo=0, hi=0.1, max_iters=1000)``,
-  a ramp 0 -> 0.1 over 1000 iterations; here it is ``grl.*`` (the DANN ramp over the run with
-  ``grl.gamma``, or a constant);
+  ``0.1 x (2 / (1 + exp(-i / 1000)) - 1)``: 0.046 at iteration 1000, approaching 0.1 over about
+  5000 iterations; here it is ``grl.*`` (the DANN ramp over the run with ``grl.gamma``, or a
+  constant);
 - the adversarial head is ``MLPHead((adversarial_hidden,), classes)`` with ``model.dropout_rate``:
   Dropout-Linear-ReLU-Linear with torch's default init, where TLlib's is Linear-ReLU-Dropout(0.5)
   -Linear with N(0, 0.01) weights and zero biases; TLlib's MDD model also has a
