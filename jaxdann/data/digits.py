@@ -98,7 +98,8 @@ def _check_not_empty(shape: tuple[int, ...], path: str) -> None:
 
 
 def read_libsvm(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """USPS's LIBSVM file: uint8 images [N, 16, 16] ((v + 1) / 2 * 255) and labels (first - 1)."""
+    """USPS's LIBSVM file: uint8 images [N, 16, 16] (``(v + 1) / 2 * 255`` truncated, as
+    torchvision's ``USPS``) and labels (first field - 1)."""
     images, labels = [], []
     try:
         with bz2.open(path, "rt") as handle:
@@ -113,8 +114,9 @@ def read_libsvm(path: str) -> tuple[np.ndarray, np.ndarray]:
         ) from None
     if not labels:
         raise DataError(f"{path!r} holds no digits; replace it with the official file.")
-    pixels = (np.stack(images) + 1.0) / 2.0 * 255.0
-    images = np.clip(np.round(pixels), 0, 255).astype(np.uint8).reshape(-1, 16, 16)
+    # float32 arithmetic, then truncation: torchvision's USPS reader, pixel for pixel.
+    pixels = (np.stack(images) + np.float32(1)) / np.float32(2) * np.float32(255)
+    images = np.clip(pixels, 0, 255).astype(np.uint8).reshape(-1, 16, 16)
     return images, np.asarray(labels, np.int64)
 
 
