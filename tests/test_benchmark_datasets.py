@@ -242,6 +242,10 @@ def test_folder_reads_any_tree_and_names_its_domains(tmp_path):
     config.data.target = "dusk"
     with pytest.raises(DataError, match="dusk' has no class folders"):
         pipeline.load_experiment_data(config)
+    (tmp_path / "empty").mkdir()
+    config.data.root = str(tmp_path / "empty")
+    with pytest.raises(DataError, match="empty' holds no domain folders.*<domain>/<class>"):
+        config_lib.validate(config)
 
 
 def test_every_unreadable_image_is_named(tmp_path):

@@ -442,7 +442,7 @@ def test_split_list_is_honoured(tree, folder):
 
 def test_split_file_missing_names_the_places_looked(tree):
     expected = os.path.join(tree, "splits", "a_test_kfold.txt")
-    with pytest.raises(DataError, match=re.escape(expected)):
+    with pytest.raises(DataError, match=re.escape(expected) + ".*data.validation=cartoon,sketch"):
         data.list_domain(tree, "a", split="test")
     with pytest.raises(ConfigError, match="split 'validation' is not one of .*all, train"):
         data.list_domain(tree, "a", split="validation")

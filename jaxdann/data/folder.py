@@ -595,4 +595,10 @@ class Folder(ImageFolder):
                 "--config.data.root=DIR (--root DIR to python -m jaxdann.data), laid out "
                 "DIR/<domain>/<class>/<image>."
             )
-        return tuple(_subfolders(self.require_root(data.root)))
+        domains = tuple(_subfolders(self.require_root(data.root)))
+        if not domains:
+            raise DataError(
+                f"{data.root!r} holds no domain folders; give data.root (--root to python -m "
+                "jaxdann.data) a folder laid out DIR/<domain>/<class>/<image>."
+            )
+        return domains

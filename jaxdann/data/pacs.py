@@ -77,8 +77,9 @@ def _split_file(root: str, domain: str, split: str) -> str:
             return candidate
     raise DataError(
         f"Split file for domain {domain!r}, split {split!r} not found (looked at "
-        f"{' and '.join(repr(c) for c in candidates)}); put the official PACS split list there "
-        "or use split=None to read the whole domain."
+        f"{' and '.join(repr(c) for c in candidates)}); put the official PACS split lists there, "
+        "or validate on held-out domains instead of data.validation=source_holdout "
+        "(e.g. --config.data.validation=cartoon,sketch, or none; split=None in Python)."
     )
 
 
