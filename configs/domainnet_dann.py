@@ -9,7 +9,7 @@ nearest): 0.442 for clipart and sketch in TLlib's DomainNet DANN table (row clp,
 DomainNet DANN figure is published; expect less. Several sources:
 ``--config.data.source=clipart,painting,real``. The images are streamed from the files
 (``data.streaming=true``: memory stays flat whatever the number of sources), with TLlib's
-training crops (``RandomResizedCrop`` after the resize to 256).
+training crops (``RandomResizedCrop`` after its 256 x 256 resize).
 """
 
 from office31_dann import get_config as office31_config
@@ -26,4 +26,5 @@ def get_config():
     config.data.decode = "reduced"
     config.data.random_crop = False  # the random resized crop replaces it
     config.data.resized_crop_scale = 0.08
+    config.data.resize_mode = "square"  # TLlib's ResizeImage(256), before the crop
     return config

@@ -8,7 +8,9 @@ Published: TLlib reports 0.914 target accuracy for amazon -> webcam (DANN, ResNe
 averaged over the six Office-31 tasks). The recipe is TLlib's ``dann.py -a resnet50`` defaults:
 a 256-wide bottleneck (Linear + BatchNorm + ReLU), 1024-1024 domain classifier, batch 32 + 32
 (one forward over both, as jaxdann's step does), SGD lr 0.01 momentum 0.9 weight decay 1e-3,
-the backbone at 0.1 x the learning rate, BatchNorm in train mode, about 20,000 steps.
+the backbone at 0.1 x the learning rate, BatchNorm in train mode, about 20,000 steps, images
+resized to 256 x 256 (TLlib's ``ResizeImage``: ``data.resize_mode=square``) and centre-cropped
+to 224 for evaluation.
 
 Length: 227 epochs of amazon (2,817 images, 88 full batches of 32 with ``drop_last``) are
 19,976 steps. TLlib's reversal coefficient ramps per iteration as 2 / (1 + exp(-i / 1000)) - 1;
@@ -19,8 +21,10 @@ Where it differs from TLlib: SGD without Nesterov (TLlib: ``nesterov=True``); th
 anneals as lr / (1 + 10 p)^0.75 over the run's progress p (TLlib: lr (1 + 0.001 i)^-0.75 per
 iteration i, which ends at 0.10 x lr instead of 0.17 x lr); the domain classifier is Dense-ReLU
 with dropout 0.5 and a 2-way softmax (TLlib's default: Linear-BatchNorm-ReLU and one sigmoid
-logit); augmentation is a random 224 crop of the 256-resized image and a flip (TLlib: a random
-resized crop of scale 0.08-1).
+logit); augmentation is a random shift of the 224 centre crop (``data.random_crop``: padded by
+28 px with reflection, cropped back) and a flip, where TLlib takes a random resized crop of
+scale 0.08-1 of the 256 x 256 image: ``--config.data.streaming=true
+--config.data.random_crop=false --config.data.resized_crop_scale=0.08`` trains with that.
 """
 
 from office31_dann import get_config as alexnet_config
@@ -46,6 +50,7 @@ def tllib_resnet50(config):
     config.optimizer.weight_decay = 1e-3
     config.optimizer.schedule = "annealed"
     config.optimizer.backbone_lr_multiplier = 0.1
+    config.data.resize_mode = "square"  # TLlib's ResizeImage(256)
     config.data.drop_last = True  # full batches only: no padding rows in BatchNorm's statistics
     config.data.random_crop = True
     config.data.random_flip = True

@@ -8,8 +8,8 @@ nearest): 0.749 accuracy over the validation images in TLlib's benchmark (79.5 a
 the 12 classes; 57.4 in the original report). This file trains AlexNet, for which no
 VisDA-2017 DANN figure is published; expect less. Its 152,397 training images would take
 ~23 GB as 224 px uint8 in memory, so the run streams them from the files
-(``data.streaming=true``), with TLlib's training crops (``RandomResizedCrop`` after the resize
-to 256).
+(``data.streaming=true``), with TLlib's training crops (``RandomResizedCrop`` after its 256 x
+256 resize).
 """
 
 from office31_dann import get_config as office31_config
@@ -26,4 +26,5 @@ def get_config():
     config.data.decode = "reduced"
     config.data.random_crop = False  # the random resized crop replaces it
     config.data.resized_crop_scale = 0.08
+    config.data.resize_mode = "square"  # TLlib's ResizeImage(256), before the crop
     return config

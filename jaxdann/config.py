@@ -85,6 +85,9 @@ def _data_config() -> ml_collections.ConfigDict:
     data.validation = "cartoon,sketch"  # held-out domains for model selection ("" = none)
     data.resize = 256
     data.crop = 224
+    # shorter: the shorter side to data.resize (torchvision Resize, the seed's); square: to
+    # data.resize x data.resize, bicubic (TLlib's ResizeImage). Image datasets; not tfds.
+    data.resize_mode = "shorter"
     data.random_crop = False
     data.random_flip = False
     data.drop_last = False
@@ -320,6 +323,7 @@ _CHOICES = {
     "data.format": ("folder", "tfds"),
     "data.on_bad": ("error", "skip"),
     "data.decode": ("exact", "reduced"),
+    "data.resize_mode": ("shorter", "square"),
 }
 _POSITIVE = (
     "epochs",
@@ -369,6 +373,11 @@ def validate(config) -> None:
     _validate_registered(config, flat)
     if flat["data.crop"] > flat["data.resize"]:
         raise ConfigError("config key data.crop must not exceed data.resize.")
+    if flat["data.resize_mode"] != "shorter" and flat["data.format"] == "tfds":
+        raise ConfigError(
+            "config key data.resize_mode=square needs data.format=folder; the TFDS builder "
+            "stores shorter-side resizes."
+        )
     if flat["data.target_renderings"] != 1 and flat["data.name"] != "demo":
         raise ConfigError(
             "config key data.target_renderings applies to the digits demo (data.name=demo) "

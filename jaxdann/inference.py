@@ -1,11 +1,11 @@
 """A trained run, ready to use: ``jaxdann.load_run(DIR).predict(images)``.
 
 :func:`load_run` rebuilds the network from the folder's ``config.json``, restores the parameters
-(and BatchNorm statistics) of its newest finished checkpoint, and preprocesses images as the run
-did: shorter side resized to ``data.resize``, centre crop ``data.crop``, normalised with the
-data's mean and std. The class names and the normalisation come from ``model.json``
-(:data:`jaxdann.training.run_folder.MODEL_RECORD`); a folder written without it falls back to
-``evaluation.json``'s class names and the dataset's normalisation (``data.name``).
+(and BatchNorm statistics) of its newest finished checkpoint, and preprocesses images as the
+run did: resized to ``data.resize`` (``data.resize_mode``), centre crop ``data.crop``,
+normalised with the data's mean and std. The class names and the normalisation come from
+``model.json`` (:data:`jaxdann.training.run_folder.MODEL_RECORD`); a folder written without it
+falls back to ``evaluation.json``'s class names and the dataset's normalisation (``data.name``).
 
 Loading only reads: nothing in the folder is written, locked or cleaned up, so a finished run
 is read as it is, and a run still training there neither blocks loading nor is blocked by it
@@ -62,8 +62,10 @@ class LoadedRun:
         """An image file (or file object) as the run's uint8 HWC input: RGB, resized, cropped."""
         from jaxdann.data.folder import preprocess_image
 
-        resize, crop = int(self.config.data.resize), int(self.config.data.crop)
-        return preprocess_image(path, resize=resize, crop=crop)
+        data = self.config.data
+        return preprocess_image(
+            path, resize=int(data.resize), crop=int(data.crop), resize_mode=data.resize_mode
+        )
 
     def prepare(self, images, *, preprocessed: bool = False) -> np.ndarray:
         """uint8 images as one NHWC batch of the run's input size.

@@ -13,6 +13,7 @@ from PIL import Image
 
 from jaxdann import config as config_lib
 from jaxdann.data import DATASETS, explore, image_list, pipeline
+from jaxdann.data.folder import preprocess_image
 from jaxdann.errors import ConfigError, DataError, exit_code
 
 CLASSES = ("bike", "cup", "pen")  # sorted: labels 0, 1, 2
@@ -245,6 +246,23 @@ def test_folder_reads_any_tree_and_names_its_domains(tmp_path):
     (tmp_path / "empty").mkdir()
     config.data.root = str(tmp_path / "empty")
     with pytest.raises(DataError, match="empty' holds no domain folders.*<domain>/<class>"):
+        config_lib.validate(config)
+
+
+def test_data_resize_mode_square_reaches_the_decoder(tmp_path):
+    root = tmp_path / "mine"
+    files = _class_tree(root / "day")
+    _class_tree(root / "night", (1, 1, 1))
+    config = _config("folder", root, tmp_path / "cache", **{"data.resize_mode": "square"})
+    config.data.source, config.data.target = "day", "night"
+    config_lib.validate(config)
+    loaded = pipeline.load_experiment_data(config).source
+    first = os.path.join(root, "day", files[0])
+    expected = preprocess_image(first, resize=12, crop=12, resize_mode="square")
+    np.testing.assert_array_equal(loaded.images[0], expected)
+    assert expected.shape == (12, 12, 3)  # the whole 20 x 16 image, squeezed, not cropped
+    config.data.format = "tfds"
+    with pytest.raises(ConfigError, match="data.resize_mode=square needs data.format=folder"):
         config_lib.validate(config)
 
 

@@ -120,6 +120,20 @@ def test_preprocess_matches_torchvision(tmp_path, size, mode, resize, crop):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=one_grey_level)
 
 
+@pytest.mark.parametrize("size,mode", [((300, 200), "RGB"), ((180, 260), "L"), ((64, 64), "P")])
+def test_square_resize_is_tllibs_resize_image(tmp_path, size, mode):
+    transforms = pytest.importorskip("torchvision.transforms")
+    extension = ".jpg" if mode == "RGB" else ".png"
+    path = _save(str(tmp_path / f"image{extension}"), size, mode, seed=5)
+    # TLlib's ResizeImage(64): PIL's resize to (64, 64) with its default filter; then CenterCrop.
+    tllib = transforms.Compose([lambda image: image.resize((64, 64)), transforms.CenterCrop(56)])
+    expected = np.asarray(tllib(Image.open(path).convert("RGB")))
+    image = data.preprocess_image(path, resize=64, crop=56, resize_mode="square")
+    np.testing.assert_array_equal(image, expected)
+    if size[0] != size[1]:  # the shorter-side resize keeps the aspect ratio: other pixels
+        assert not np.array_equal(data.preprocess_image(path, resize=64, crop=56), expected)
+
+
 def test_normalize_is_jittable_and_exact_at_extremes():
     images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
     images[1] = 255
@@ -356,6 +370,25 @@ def test_cache_key_depends_on_sizes(tree, tmp_path, monkeypatch):
         tree, "a", cache_dir=cache, workers=1, progress=False, resize=40, crop=36
     )
     assert other.images.shape[1:] == (36, 36, 3) and len(calls) == len(other)
+    calls.clear()
+    square = data.load_domain(
+        tree,
+        "a",
+        cache_dir=cache,
+        workers=1,
+        progress=False,
+        resize=40,
+        crop=36,
+        resize_mode="square",
+    )
+    assert len(calls) == len(square) and not np.array_equal(square.images, other.images)
+    assert sorted(name for name in os.listdir(cache) if name.endswith(".json"))[0].startswith(
+        "a-all-36-32-"
+    )
+    assert any(name.startswith("a-all-40square-36-") for name in os.listdir(cache))
+    calls.clear()
+    data.load_domain(tree, "a", cache_dir=cache, workers=1, progress=False, resize=40, crop=36)
+    assert calls == []  # the shorter-side entry is still there, beside the square one
 
 
 def test_cache_remembers_bad_images(tree, tmp_path, monkeypatch):

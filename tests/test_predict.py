@@ -13,6 +13,7 @@ import jaxdann
 from jaxdann import config as config_lib
 from jaxdann import predict
 from jaxdann.data import pipeline
+from jaxdann.data.folder import preprocess_image
 from jaxdann.errors import ConfigError, DamagedFile, DataError
 from jaxdann.training import run_folder
 
@@ -142,6 +143,10 @@ def test_images_of_other_sizes_are_preprocessed_as_files(trained, tmp_path):
     assert run.predict([], preprocessed=True).shape == (0, 10)
     with pytest.raises(ValueError, match="uint8"):
         run.predict(data.target_eval.images[:2].astype(np.float32))
+    run.config.data.resize_mode = "square"  # a run trained on TLlib's square resize
+    squeezed = preprocess_image(tmp_path / "a.png", resize=28, crop=28, resize_mode="square")
+    np.testing.assert_array_equal(run.read_image(tmp_path / "a.png"), squeezed)
+    assert not np.array_equal(squeezed, files[0])
 
 
 def test_an_array_is_resized_as_its_file_unless_it_is_preprocessed(trained, tmp_path, capsys):

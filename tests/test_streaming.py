@@ -106,6 +106,15 @@ def test_a_training_transform_is_torchvisions_resized_crop_of_the_resized_image(
     np.testing.assert_array_equal(ours, np.asarray(expected))
     # Without a generator (evaluation) it is the pools' resize + centre crop.
     np.testing.assert_array_equal(transform(str(path)), preprocess_image(path, resize=40, crop=32))
+    # TLlib's square resize first: ResizeImage(40), then the same crop sampling.
+    square = image_transforms.ImageTransform(40, 32, resized_crop_scale=0.3, resize_mode="square")
+    resized = Image.open(path).convert("RGB").resize((40, 40))
+    box = image_transforms.random_resized_crop_box(40, 40, np.random.default_rng(7), (0.3, 1))
+    expected = F.resized_crop(resized, *box, [32, 32], T.InterpolationMode.BILINEAR)
+    np.testing.assert_array_equal(square(str(path), np.random.default_rng(7)), np.asarray(expected))
+    np.testing.assert_array_equal(
+        square(str(path)), preprocess_image(path, resize=40, crop=32, resize_mode="square")
+    )
 
 
 # ------------------------------------------------------------------------------- decoding

@@ -10,7 +10,9 @@ slightly from a full decode followed by the same resize (the DCT scaling filters
 so this is an option (``data.decode=reduced``), not the default.
 
 :func:`resize_shorter` and :func:`center_crop` are torchvision's ``Resize(size)`` (bilinear,
-antialiased: PIL's filter) and ``CenterCrop(size)`` on PIL images, with its rounding.
+antialiased: PIL's filter) and ``CenterCrop(size)`` on PIL images, with its rounding;
+:func:`resize_square` is TLlib's ``ResizeImage(size)`` (PIL's default filter, bicubic, to
+``size`` x ``size``, the aspect ratio not kept). :func:`resize` picks one by ``data.resize_mode``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ import os
 import numpy as np
 from PIL import Image
 
-__all__ = ["DECODE_MODES", "center_crop", "open_rgb", "resize_shorter"]
+__all__ = [
+    "DECODE_MODES",
+    "RESIZE_MODES",
+    "center_crop",
+    "open_rgb",
+    "resize",
+    "resize_shorter",
+    "resize_square",
+]
 
 DECODE_MODES = ("exact", "reduced")
+RESIZE_MODES = ("shorter", "square")
 _JPEG_MAGIC = b"\xff\xd8"
 
 
@@ -87,6 +98,23 @@ def resize_shorter(image: Image.Image, size: int) -> Image.Image:
     else:
         new_size = int(size * width / height), size
     return image if new_size == (width, height) else image.resize(new_size, Image.BILINEAR)
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """Both sides to ``size``, PIL bicubic (``Image.resize``'s default filter for RGB): TLlib's
+    ``ResizeImage(size)``, the first step of its training and evaluation transforms."""
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), Image.BICUBIC)
+
+
+def resize(image: Image.Image, size: int, mode: str = "shorter") -> Image.Image:
+    """:func:`resize_shorter` (``mode="shorter"``) or :func:`resize_square` (``"square"``)."""
+    if mode == "square":
+        return resize_square(image, size)
+    if mode != "shorter":
+        raise ValueError(f"resize mode {mode!r} is not one of {RESIZE_MODES}")
+    return resize_shorter(image, size)
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:

@@ -236,26 +236,33 @@ def check_classes(root: PathLike, domains: Sequence[str]) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- decoding
 
 
-def preprocess_image(path: PathLike, *, resize: int = 256, crop: int = 224) -> np.ndarray:
+def preprocess_image(
+    path: PathLike, *, resize: int = 256, crop: int = 224, resize_mode: str = "shorter"
+) -> np.ndarray:
     """Decode one image as torchvision's ``Resize(resize) + CenterCrop(crop)`` would: uint8 HWC.
 
     Any PIL mode (grey, palette, RGBA, CMYK, ...) becomes RGB; the shorter side becomes
     ``resize`` with PIL bilinear (antialiased) resampling; the centre crop rounds like torchvision.
-    Raises PIL's errors for unreadable or truncated files.
+    ``resize_mode="square"`` resizes to ``resize`` x ``resize`` instead, as TLlib's
+    ``ResizeImage`` (:func:`jaxdann.data.decode.resize_square`). Raises PIL's errors for
+    unreadable or truncated files.
     """
     _check_sizes(resize, crop)
-    image = decode.center_crop(decode.resize_shorter(decode.open_rgb(path), resize), crop)
-    return np.asarray(image, dtype=np.uint8)
+    image = decode.resize(decode.open_rgb(path), resize, resize_mode)
+    return np.asarray(decode.center_crop(image, crop), dtype=np.uint8)
 
 
 def _decode_into(
-    output: np.ndarray, paths: Sequence[str], resize: int, crop: int
+    output: np.ndarray, paths: Sequence[str], sizes: tuple[int, int, str]
 ) -> list[tuple[int, str]]:
     """Decode ``paths`` into the rows of ``output``; failures come back as (index, reason)."""
+    resize, crop, resize_mode = sizes
     failures = []
     for index, path in enumerate(paths):
         try:
-            output[index] = preprocess_image(path, resize=resize, crop=crop)
+            output[index] = preprocess_image(
+                path, resize=resize, crop=crop, resize_mode=resize_mode
+            )
         except DECODE_ERRORS as error:
             failures.append((index, f"{type(error).__name__}: {error}"))
     return failures
@@ -309,8 +316,7 @@ class _Progress:
 def _decode_all(
     paths: Sequence[str],
     *,
-    resize: int,
-    crop: int,
+    sizes: tuple[int, int, str],
     workers: int,
     progress: bool,
     description: str,
@@ -322,6 +328,7 @@ def _decode_all(
     fork of a multithreaded JAX process. Measured on 2 cores they beat a process pool.
     """
     count = len(paths)
+    crop = sizes[1]
     images = np.zeros((count, crop, crop, 3), dtype=np.uint8)
     chunk = min(64, max(8, math.ceil(count / (4 * workers))))
     failures: list[tuple[int, str]] = []
@@ -333,8 +340,7 @@ def _decode_all(
                     _decode_into,
                     images[start : start + chunk],
                     paths[start : start + chunk],
-                    resize,
-                    crop,
+                    sizes,
                 ): start
                 for start in range(0, count, chunk)
             }
@@ -387,6 +393,7 @@ def load_listed(
     split: str | None = None,
     resize: int = 256,
     crop: int = 224,
+    resize_mode: str = "shorter",
     cache_dir: PathLike | Literal[False] | None = None,
     on_bad: str = "error",
     workers: int | None = None,
@@ -402,13 +409,15 @@ def load_listed(
     host of a multi-host run decodes only its share; ``limit > 0`` then a fixed random subset of
     ``ceil(limit / count)`` files. ``split`` names the listing in the cache (None: the whole
     domain). The cache (``cache_dir``, default ``default_cache_dir()``; ``False`` disables it)
-    is keyed by the domain, split, sizes and every kept file's path, size and mtime, so editing,
+    is keyed by the domain, split, sizes (``resize``, ``crop``, ``resize_mode``: see
+    :func:`preprocess_image`) and every kept file's path, size and mtime, so editing,
     adding or removing an image decodes again. Undecodable images are all reported in one
     DataError, or left out with a warning when ``on_bad="skip"`` (a limited load then has fewer
     than its limit). ``workers`` defaults to all cores.
     """
     check_on_bad(on_bad)
     _check_sizes(resize, crop)
+    sizes = (resize, crop, resize_mode)
     root = os.fspath(root)
     rows = select_rows(len(paths), shard, limit)
     limited = len(rows) < len(range(shard[0], len(paths), shard[1]))
@@ -417,7 +426,7 @@ def load_listed(
     if cache_dir is not False:
         listing = (paths, labels, class_names)
         cache_dir, prefix, stem, key = _cache_stem(
-            cache_dir, root, domain, split, (resize, crop), listing, shard, limited
+            cache_dir, root, domain, split, sizes, listing, shard, limited
         )
         cached = image_cache.read_cache(stem, key)
         if cached is not None:
@@ -427,8 +436,7 @@ def load_listed(
 
     images, failures = _decode_all(
         [os.path.join(root, relative) for relative in paths],
-        resize=resize,
-        crop=crop,
+        sizes=sizes,
         workers=workers or default_workers(),
         progress=progress,
         description=f"decoding {domain}",
@@ -446,6 +454,7 @@ def load_listed(
             "format_version": image_cache.CACHE_FORMAT_VERSION,
             "root": os.path.realpath(root),
             **{"domain": domain, "split": split, "resize": resize, "crop": crop},
+            "resize_mode": resize_mode,
             **{"class_names": list(class_names), "paths": paths, "bad": bad},
         }
         image_cache.write_cache(cache_dir, prefix, stem, images, labels, meta)
@@ -571,6 +580,7 @@ class ImageFolder(Dataset):
             split=None if split == ALL else split,
             resize=data.resize,
             crop=data.crop,
+            resize_mode=data.resize_mode,
             cache_dir=data.cache_dir or None,
             on_bad=data.on_bad,
             progress=progress,

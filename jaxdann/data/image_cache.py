@@ -1,7 +1,8 @@
 """The decoded-image cache: uint8 arrays as ``.npy`` files keyed by what they depend on.
 
-An entry is ``<domain>-<split>-<resize>-<crop>-[shard<i>of<n>-][limited-]<hash>.{images.npy,
-labels.npy,json}`` (split ``all`` for a whole domain; ``limited-`` for a ``data.limit`` subset;
+An entry is ``<domain>-<split>-<resize>[square]-<crop>-[shard<i>of<n>-][limited-]<hash>.{images.npy,
+labels.npy,json}`` (split ``all`` for a whole domain; ``square`` for ``data.resize_mode=square``;
+``limited-`` for a ``data.limit`` subset;
 the hash shortened to 20 characters in the name, whole in the JSON); the hash covers every
 file's path, size and mtime, so any change to the images decodes again. Writing an entry drops
 the older ones with the same prefix and root. Files are written to a temporary name and
@@ -32,6 +33,7 @@ def cache_key(
     split: str | None,
     resize: int,
     crop: int,
+    resize_mode: str,
     paths: Sequence[str],
     labels: np.ndarray,
     class_names: tuple[str, ...],
@@ -51,11 +53,16 @@ def cache_key(
         "files": files,
         "labels": labels.tolist(),
     }
+    if (
+        resize_mode != "shorter"
+    ):  # the default mode leaves the keys of existing entries as they were
+        description["resize_mode"] = resize_mode
     return hashlib.sha256(json.dumps(description).encode()).hexdigest()
 
 
-def cache_prefix(domain: str, split: str | None, resize: int, crop: int) -> str:
-    return f"{domain}-{split or 'all'}-{resize}-{crop}-"
+def cache_prefix(domain: str, split: str | None, resize: int, crop: int, resize_mode: str) -> str:
+    mode = "" if resize_mode == "shorter" else resize_mode
+    return f"{domain}-{split or 'all'}-{resize}{mode}-{crop}-"
 
 
 def atomic_write(path: str, write: Any) -> None:

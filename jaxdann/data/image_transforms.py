@@ -2,13 +2,14 @@
 augmentations TLlib and DomainBed use, as torchvision defines them for PIL images.
 
 :class:`ImageTransform` maps an image file to uint8 ``[crop, crop, 3]``. Evaluation, and
-training without augmentation, is the seed's ``Resize(resize) + CenterCrop(crop)`` (the pools'
+training without augmentation, is the seed's ``Resize(resize) + CenterCrop(crop)``, or with
+``resize_mode="square"`` TLlib's ``ResizeImage(resize) + CenterCrop(crop)`` (the pools'
 preprocessing, pixel for pixel with ``decode="exact"``). Training may add, each as torchvision's
 transform of that name (the tests compare them with torchvision):
 
 - ``resized_crop_scale=s > 0``: ``RandomResizedCrop(crop, scale=(s, 1), ratio=(3/4, 4/3))`` on
-  the resized image instead of the centre crop (TLlib: 0.08 after its resize to 256; DomainBed:
-  0.7 on the original image);
+  the resized image instead of the centre crop (TLlib: 0.08 after its square resize to 256,
+  ``resize_mode="square"``; DomainBed: 0.7 on the original image);
 - ``color_jitter=j > 0``: ``ColorJitter(j, j, j, min(j, 0.5))``: brightness, contrast and
   saturation factors in ``[max(0, 1 - j), 1 + j]``, hue shift in ``[-j, j]`` (at most half a
   turn), applied in a random order (TLlib 0.5, DomainBed 0.3);
@@ -108,6 +109,7 @@ class ImageTransform:
     color_jitter: float = 0.0
     grayscale: float = 0.0
     decode: str = "exact"  # exact | reduced (see jaxdann.data.decode)
+    resize_mode: str = "shorter"  # shorter | square (see jaxdann.data.decode.resize)
 
     @property
     def augments(self) -> bool:
@@ -116,7 +118,8 @@ class ImageTransform:
 
     def __call__(self, path: str, rng: np.random.Generator | None = None) -> np.ndarray:
         min_short = self.resize if self.decode == "reduced" else 0
-        image = decode.resize_shorter(decode.open_rgb(path, min_short=min_short), self.resize)
+        image = decode.open_rgb(path, min_short=min_short)
+        image = decode.resize(image, self.resize, self.resize_mode)
         if rng is not None and self.resized_crop_scale > 0:
             top, left, height, width = random_resized_crop_box(
                 *image.size, rng, (self.resized_crop_scale, 1.0)

@@ -58,7 +58,13 @@ def image_transform(data, *, train: bool) -> ImageTransform:
             "color_jitter": float(data.color_jitter),
             "grayscale": float(data.grayscale),
         }
-    return ImageTransform(int(data.resize), int(data.crop), decode=data.decode, **augment)
+    return ImageTransform(
+        int(data.resize),
+        int(data.crop),
+        decode=data.decode,
+        resize_mode=data.resize_mode,
+        **augment,
+    )
 
 
 def default_workers(workers: int) -> int:
