@@ -5,6 +5,10 @@ with the domains Art (2,427 images), Clipart (4,365), Product (4,439) and ``Real
 (4,357; the folder name has a space, so quote it on the command line:
 ``--config.data.target="Real World"``). Copies that renamed it ``Real_World`` (TLlib's) are read
 too. The root is ``data.root``, else ``$JAXDANN_OFFICE_HOME_ROOT``.
+
+Class numbers follow the sorted folder names (``Alarm_Clock`` is 0), as DomainBed's
+``ImageFolder``; TLlib's ``OfficeHome.CLASSES`` lists them in another order (``Drill`` first),
+so per-class tables and classifier heads from TLlib need that mapping (overall accuracy does not).
 """
 
 from __future__ import annotations
