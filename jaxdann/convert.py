@@ -18,7 +18,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from jaxdann.errors import ConfigError, ConversionError, exit_code, is_user_error
+from jaxdann.errors import ConfigError, ConversionError, MissingFile, exit_code, is_user_error
 from jaxdann.models.resnet import RESNET_STAGES, ResNet
 
 __all__ = [
@@ -241,7 +241,7 @@ def load_params(path: str) -> dict[str, Any]:
         )
     if not os.path.isfile(path):
         shown = path if os.path.isabs(path) else f"{path} ({os.path.abspath(path)})"
-        raise FileNotFoundError(
+        raise MissingFile(
             f"weights file {shown} does not exist; convert ImageNet weights with "
             f"`python -m jaxdann.convert [--arch ARCH] --output {path}` (see weights/README.md) "
             "or set --config.model.pretrained=none for random init."

@@ -2,8 +2,9 @@
 
 Every error a user can fix (a setting, their data, a damaged run-folder file, a weights file)
 derives from :class:`UserError`; its message is one line naming the key or file and the fix.
-The command-line tools catch :class:`UserError` alone and exit with its ``exit_code``; anything
-else is a bug in jaxdann (or a method) and keeps its traceback.
+The command-line tools report what :func:`is_user_error` accepts (a :class:`UserError`, or an
+``OSError`` naming its file) in one line and exit with its ``exit_code``; anything else is a bug
+in jaxdann (or a method) and keeps its traceback.
 
 Exit status, the same for every command: 0 done; 1 the run failed (unreadable data or run-folder
 files, a weights file that does not fit, divergence); 2 the settings or arguments were refused (a
@@ -17,6 +18,7 @@ __all__ = [
     "UserError",
     "ConfigError",
     "FolderInUse",
+    "MissingFile",
     "DataError",
     "DamagedFile",
     "ConversionError",
@@ -43,6 +45,11 @@ class ConfigError(UserError, ValueError):
 
 class FolderInUse(ConfigError):
     """The run folder is held by another running process."""
+
+
+class MissingFile(ConfigError, FileNotFoundError):
+    """A file a setting names (e.g. ``model.pretrained``) does not exist; the message says how
+    to make it."""
 
 
 class DataError(UserError, ValueError):

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from PIL import Image
 
 from jaxdann import config as config_lib
 from jaxdann import plots, sweep
@@ -351,6 +353,50 @@ def test_missing_weights_file_is_one_sentence_before_any_work(tmp_path, monkeypa
     config = tiny_config(**{"model.pretrained": str(tmp_path / "alexnet.msgpack")})
     with pytest.raises(FileNotFoundError, match=r"python -m jaxdann\.convert .*pretrained=none"):
         train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "pairs"])
+def test_every_command_names_a_missing_weights_file_in_one_line(tmp_path, capsys, command):
+    from jaxdann import pairs, sweep, train
+
+    main = {"train": train.main, "sweep": sweep.main, "pairs": pairs.main}[command]
+    missing = tmp_path / "alexnet.msgpack"
+    flags = ["--workdir", str(tmp_path / "study"), f"--config.model.pretrained={missing}"]
+    if command == "pairs":  # a dataset of two domains (pairs reads the root's domains first)
+        for domain in ("day", "night"):
+            os.makedirs(tmp_path / "tree" / domain / "cat")
+            Image.new("RGB", (8, 8)).save(tmp_path / "tree" / domain / "cat" / "0.png")
+        flags += ["--config.data.name=folder", f"--config.data.root={tmp_path / 'tree'}"]
+        flags += ["--config.data.source=day", "--config.data.target=night"]
+        flags += ["--config.data.validation=none"]
+    assert main(flags) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: weights file") and "\n" not in error, error
+    assert "python -m jaxdann.convert" in error
+
+
+def test_a_resumed_run_needs_no_weights_file(tmp_path):
+    from jaxdann.convert import save_params
+    from jaxdann.training.model_setup import build_from_config, initial_variables
+
+    config = tiny_config(epochs=1)
+    network, method = build_from_config(config, 10, mean=0.5, std=0.25)
+    params, _ = initial_variables(network, method, (28, 28, 3), jax.random.key(3))
+    weights = str(tmp_path / "cnn.msgpack")
+    save_params({key: params[key] for key in ("features", "classifier")}, weights)
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(
+        tiny_config(epochs=1, **{"model.pretrained": weights}), workdir, progress=False
+    )
+    os.remove(weights)  # e.g. resumed from another directory, with a relative path
+    summary = train_and_evaluate(
+        tiny_config(epochs=2, **{"model.pretrained": weights}), workdir, progress=False
+    )
+    assert summary["epochs"] == 2
+    with pytest.raises(FileNotFoundError, match="weights file"):  # a new run does need it
+        train_and_evaluate(
+            tiny_config(**{"model.pretrained": weights}), str(tmp_path / "new"), progress=False
+        )
 
 
 def test_pretrained_weights_load_into_the_dann_model(tmp_path, monkeypatch):

@@ -134,8 +134,10 @@ def train_and_evaluate(
     config_lib.validate(config)
     started = time.time()
     parallel.maybe_initialize_distributed(config.parallel.distributed)
-    # Read before any data, so a missing or unreadable file is one sentence, not a wait.
-    pretrained = read_pretrained(config)
+    # Read before any data, so a missing or unreadable file is one sentence, not a wait. A run
+    # that resumes takes every parameter from its checkpoint and needs no weights file.
+    resuming = bool(saved_epochs(workdir))
+    pretrained = None if resuming else read_pretrained(config)
     folder = RunFolder(workdir, config, is_main=jax.process_index() == 0)
     folder.hold()
     events = run = None
@@ -143,6 +145,8 @@ def train_and_evaluate(
         run = _prepare(config, workdir, data, folder, study or Study(figures=True))
         state = _initial_state(run, pretrained)
         state, start_epoch, history = folder.restore(state)
+        if resuming and not start_epoch:  # never train from random init in place of the weights
+            raise RuntimeError(f"{workdir} lists checkpoints that orbax does not restore")
         if config.data.streaming and start_epoch:
             run.feed.resume(folder.data_state(start_epoch))
         # Only now: a run that cannot start (its data, its checkpoint) leaves its folder as it was.
