@@ -32,7 +32,7 @@ from jaxdann import config as config_lib
 from jaxdann.data import DATASETS
 from jaxdann.data import pipeline as input_pipeline
 from jaxdann.data.pacs import DOMAINS
-from jaxdann.errors import UserError, exit_code
+from jaxdann.errors import exit_code, is_user_error
 from jaxdann.methods import METHODS, get_method
 from jaxdann.sweep import (
     SHORT_EPOCHS,
@@ -47,6 +47,7 @@ from jaxdann.sweep import (
 )
 from jaxdann.training import feed as feeds
 from jaxdann.training import parallel
+from jaxdann.training.model_setup import read_pretrained
 from jaxdann.training.run_folder import held
 from jaxdann.training.trainer import Study
 
@@ -54,6 +55,7 @@ __all__ = [
     "PROTOCOLS",
     "run_pairs",
     "tasks",
+    "task_folder",
     "summarize_pairs",
     "main",
     "DEFAULT_ADAPTATIONS",
@@ -98,6 +100,11 @@ def run_pairs(
         study = (Study(figures=cell_figures), cell_checkpoints)
         plan = (domains, protocol)
         return _run_pairs(config, workdir, seeds, plan, adaptations, notes, study)
+
+
+def task_folder(sources: Sequence[str], target: str) -> str:
+    """The folder name of one task's runs: ``photo_to_sketch``, ``photo+cartoon_to_sketch``."""
+    return f"{'+'.join(sources)}_to_{target}"
 
 
 def _run_config(config, sources: Sequence[str], target: str, adaptation: str, seed: int):
@@ -147,6 +154,7 @@ def _run_pairs(
         get_method(adaptation)  # an unknown name: a ConfigError listing the registered ones
     reports = join_processes(config, "jaxdann.pairs")  # refuses sharded data before any reading
     chosen = _study_tasks(config, *plan)  # reads data.root for the default domains
+    read_pretrained(config)  # a missing or unusable weights file: one line now, not after the data
     for note in notes if reports else ():
         print(note)
     os.makedirs(workdir, exist_ok=True)
@@ -175,7 +183,7 @@ def _run(config, workdir, loaded: dict, task: tuple, adaptation: str, seed: int,
     """One run of the table (trained unless finished earlier): its row."""
     sources, target = task
     run = _run_config(config, sources, target, adaptation, seed)
-    folder = os.path.join(workdir, f"{'+'.join(sources)}_to_{target}", adaptation, f"seed{seed}")
+    folder = os.path.join(workdir, task_folder(sources, target), adaptation, f"seed{seed}")
     label = f"{run.data.source} -> {target} {adaptation} seed {seed}"
 
     def announce(done):
@@ -318,9 +326,6 @@ def main(argv: list[str] | None = None) -> int:
             cell_figures=figures,
             cell_checkpoints=checkpoints,
         )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return exit_code(error)
     except KeyboardInterrupt:
         print(
             "\ninterrupted; rerun the same command: finished runs are skipped, the "
@@ -328,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return config_lib.INTERRUPTED
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return exit_code(error)
     return 0
 
 

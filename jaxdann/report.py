@@ -21,7 +21,8 @@ import os
 import sys
 
 from jaxdann import config as config_lib
-from jaxdann.errors import ConfigError, DamagedFile, UserError, exit_code
+from jaxdann.errors import ConfigError, DamagedFile, exit_code, is_user_error
+from jaxdann.pairs import task_folder
 from jaxdann.sweep import method_label
 from jaxdann.training.run_folder import read_json
 
@@ -135,7 +136,8 @@ def _pairs_rows(folder: str) -> list[dict]:
         groups.setdefault((run["source"], run["target"], run["adaptation"]), []).append(run)
     rows = []
     for (source, target, adaptation), seeds in groups.items():
-        base = os.path.join(folder, f"{source}_to_{target}", adaptation)
+        # pairs_runs.csv joins several sources with commas, the folder names with "+".
+        base = os.path.join(folder, task_folder(source.split(","), target), adaptation)
         finished = [run for run in seeds if math.isfinite(_float(run["target_accuracy"]))]
         train = []
         for run in finished:
@@ -250,6 +252,16 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
     """Keeps the description's layout and shows each flag's default."""
 
 
+def _write(output: str, markdown: str, rows: list[dict]) -> None:
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, "report.md"), "w") as f:
+        f.write(markdown)
+    with open(os.path.join(output, "report.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jaxdann.report", description=__doc__, formatter_class=_HelpFormatter
@@ -263,17 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = collect_rows(args.folders)
-    except UserError as error:
+        markdown = format_markdown(rows)
+        _write(args.output, markdown, rows)
+    except Exception as error:
+        if not is_user_error(error):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return exit_code(error)
-    markdown = format_markdown(rows)
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "report.md"), "w") as f:
-        f.write(markdown)
-    with open(os.path.join(args.output, "report.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
     print(markdown, end="")
     print(f"wrote report.md and report.csv in {os.path.abspath(args.output)}")
     return 0

@@ -39,10 +39,11 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from jaxdann import config as config_lib
 from jaxdann import plots
-from jaxdann.errors import UserError, exit_code
+from jaxdann.errors import UserError, exit_code, is_user_error
 from jaxdann.methods import METHODS, get_method
 from jaxdann.training import feed as feeds
 from jaxdann.training import parallel, run_folder
+from jaxdann.training.model_setup import read_pretrained
 from jaxdann.training.optim import OPTIMIZERS
 from jaxdann.training.run_folder import held
 from jaxdann.training.trainer import Study
@@ -306,6 +307,7 @@ def _run_grid(
     ]
     for cell in cells:
         config_lib.validate(_cell_config(config, *cell))
+    read_pretrained(config)  # a missing or unusable weights file: one line now, not after the data
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(os.path.join(workdir, ".jax_cache"))
     if reports:
@@ -588,9 +590,6 @@ def main(argv: list[str] | None = None) -> int:
             cell_figures=figures,
             cell_checkpoints=checkpoints,
         )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return exit_code(error)
     except KeyboardInterrupt:
         print(
             "\ninterrupted; rerun the same command: finished cells are skipped, the "
@@ -598,6 +597,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return config_lib.INTERRUPTED
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return exit_code(error)
     return 0
 
 

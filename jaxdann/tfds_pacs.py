@@ -54,7 +54,7 @@ import numpy as np
 from jaxdann.data import pacs
 from jaxdann.data.dataset import select_rows
 from jaxdann.data.folder import require_root
-from jaxdann.errors import ConfigError, DataError, UserError, exit_code
+from jaxdann.errors import ConfigError, DataError, exit_code, is_user_error
 
 try:
     import array_record  # noqa: F401  (the ArrayRecord files TFDS writes and reads)
@@ -332,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=args.data_dir,
             on_bad=args.on_bad,
         )
-    except UserError as error:
+    except Exception as error:
+        if not is_user_error(error):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return exit_code(error)
     name = config_name(args.resize, args.crop, args.on_bad)

@@ -78,18 +78,25 @@ def test_report_says_where_it_wrote_and_shows_its_defaults(tmp_path, monkeypatch
     assert "example:\n    python -m jaxdann.report runs/source_only" in out  # layout kept
 
 
-def test_a_pairs_folder_is_reported_and_an_unfinished_one_named(tmp_path, capsys):
+# pairs_runs.csv joins a leave-one-out task's sources with commas; its folder with "+".
+@pytest.mark.parametrize(
+    ("sources", "task_folder"),
+    [("photo", "photo_to_sketch"), ("photo,cartoon", "photo+cartoon_to_sketch")],
+)
+def test_a_pairs_folder_is_reported_and_an_unfinished_one_named(
+    tmp_path, capsys, sources, task_folder
+):
     pairs_folder = tmp_path / "pairs"
     runs = []
     for adaptation in ("none", "dann"):
         for seed, accuracy in ((0, 0.3), (1, 0.5), (2, float("nan"))):
-            folder = pairs_folder / "photo_to_sketch" / adaptation / f"seed{seed}"
+            folder = pairs_folder / task_folder / adaptation / f"seed{seed}"
             overrides = {"adaptation": adaptation, "seed": str(seed)}
             if np.isfinite(accuracy):
                 write_run(folder, accuracy, **overrides)
             runs.append(
                 {
-                    "source": "photo",
+                    "source": sources,
                     "target": "sketch",
                     "adaptation": adaptation,
                     "seed": seed,
@@ -109,12 +116,13 @@ def test_a_pairs_folder_is_reported_and_an_unfinished_one_named(tmp_path, capsys
         writer.writerows(runs)
     rows = report.collect_rows([str(pairs_folder)])
     assert [(row["adaptation"], row["task"], row["runs"]) for row in rows] == [
-        ("none", "photo -> sketch", 2),
-        ("dann", "photo -> sketch", 2),
+        ("none", f"{sources} -> sketch", 2),
+        ("dann", f"{sources} -> sketch", 2),
     ]
     assert [row["target_accuracy"] for row in rows] == pytest.approx([0.4, 0.4])
+    assert [row["train_accuracy"] for row in rows] == pytest.approx([0.9, 0.9])
     assert [row["settings"] for row in rows] == ["sgd lr 0.001"] * 2  # seeds are averaged
-    assert rows[1]["folder"] == str(pairs_folder / "photo_to_sketch" / "dann")
+    assert rows[1]["folder"] == str(pairs_folder / task_folder / "dann")
 
 
 def test_report_exit_codes(tmp_path, capsys):
@@ -128,6 +136,10 @@ def test_report_exit_codes(tmp_path, capsys):
         f.write("{")
     assert report.main([run]) == 1  # a damaged run-folder file
     assert "is not valid JSON" in capsys.readouterr().err
+    (tmp_path / "a_file").touch()  # --output names a file: the OS's error, in one line
+    assert report.main([write_run(tmp_path / "good"), "--output", str(tmp_path / "a_file")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: [Errno 17] File exists") and error.count("\n") == 1
 
 
 class Toy(Method):

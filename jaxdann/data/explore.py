@@ -25,7 +25,7 @@ from PIL import Image
 
 from jaxdann.data import DATASETS, folder, pacs
 from jaxdann.data.dataset import ALL
-from jaxdann.errors import ConfigError, DataError, UserError, exit_code
+from jaxdann.errors import ConfigError, DataError, exit_code, is_user_error
 
 __all__ = [
     "check_plot_path",
@@ -294,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(unreadable)} files of {args.dataset} cannot be read (listed above); "
                 "replace or remove them, or train with --config.data.on_bad=skip."
             )
-    except UserError as error:
+    except Exception as error:
+        if not is_user_error(error):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return exit_code(error)
     return 0
