@@ -65,7 +65,7 @@ class ConversionError(UserError, ValueError):
 
 
 class TrainingDiverged(UserError, RuntimeError):
-    """A non-finite loss: the run stopped, its last good checkpoint is kept."""
+    """A non-finite loss or update: the run stopped, its last good checkpoint is kept."""
 
 
 def exit_code(error: BaseException) -> int:

@@ -250,6 +250,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert [row["epoch"] for row in read_rows(workdir)] == [1]
 
 
+def test_an_update_to_non_finite_parameters_stops_before_the_epoch_is_scored(tmp_path):
+    workdir = str(tmp_path / "run")
+    # One step per epoch: epoch 2's step computes a finite loss, then steps with an infinite
+    # learning rate; the epoch is neither scored nor saved, and no later loss is needed.
+    explode = {"optimizer.schedule": "step", "optimizer.step_size": 1, "optimizer.gamma": "inf"}
+    config = tiny_config(epochs=3, **explode, **{"data.limit": 16})
+    kept = re.escape(f"the checkpoint after epoch 1 in {workdir}/checkpoints is kept")
+    with pytest.raises(
+        TrainingDiverged, match=rf"non-finite parameters after step 1 \(epoch 2\); {kept}"
+    ):
+        train_and_evaluate(config, workdir, progress=False)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
+    assert [row["epoch"] for row in read_rows(workdir)] == [1]
+
+
 def test_source_only_overfits_a_small_set(tmp_path):
     one_batch = {"data.limit": 32, "batch_size": 32, "optimizer.name": "adam"}
     config = tiny_config(epochs=25, adaptation="none", **one_batch)

@@ -282,7 +282,9 @@ def _train(
             if on_step is not None:
                 on_step(epoch * run.steps_per_epoch + index)
         summary = jax.device_get(summarize(step_metrics))
-        _check_finite(np.asarray(summary.pop("losses")), epoch, run.steps_per_epoch, folder)
+        losses = np.asarray(summary.pop("losses"))
+        finite_state = bool(_all_finite((state.params, state.model_state)))
+        _check_finite(losses, finite_state, epoch, run.steps_per_epoch, folder)
         row = {"epoch": epoch + 1} | {key: _to_python(summary[key]) for key in method.epoch_metrics}
         variables = (state.params, state.model_state)
         row["target_accuracy"], *predictions = run.feed.evaluate(variables, "target")
@@ -394,17 +396,30 @@ def _to_python(value):
     return value.item() if value.ndim == 0 else value.tolist()
 
 
-def _check_finite(losses: np.ndarray, epoch: int, steps_per_epoch: int, folder) -> None:
-    """Stops a run whose epoch had a non-finite loss; its newest saved checkpoint stays."""
-    if np.all(np.isfinite(losses)):
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    """Whether every number in ``tree`` is finite: one reduction per leaf, on the devices."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def _check_finite(
+    losses: np.ndarray, finite_state: bool, epoch: int, steps_per_epoch: int, folder
+) -> None:
+    """Stops a run whose epoch had a non-finite loss, or whose last update left non-finite
+    parameters or statistics (a loss is computed before its update); the epoch is neither
+    scored nor saved, and the newest saved checkpoint stays."""
+    finite = np.isfinite(losses)
+    if finite.all() and finite_state:
         return
-    bad_step = epoch * steps_per_epoch + int(np.argmin(np.isfinite(losses)))
+    if finite.all():
+        what = f"non-finite parameters after step {(epoch + 1) * steps_per_epoch - 1}"
+    else:
+        what = f"non-finite loss at step {epoch * steps_per_epoch + int(np.argmin(finite))}"
     kept = folder.wait()
     where = f"the checkpoint after epoch {kept} in {folder.checkpoint_dir} is kept; "
     where = where if kept else ""
     raise TrainingDiverged(
-        f"non-finite loss at step {bad_step} (epoch {epoch + 1}); {where}"
-        "lower optimizer.learning_rate or check the data."
+        f"{what} (epoch {epoch + 1}); {where}lower optimizer.learning_rate or check the data."
     )
 
 
