@@ -248,6 +248,13 @@ def load_config(path: str | None) -> ml_collections.ConfigDict:
     except TypeError as error:  # ConfigDict refuses a value of another type than the key's
         raise ConfigError(f"config file {path}: {error}") from None
     _check_keys(config, base_config(), path)
+    missing = sorted(set(flatten(base_config())) - set(flatten(config)))
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ConfigError(
+            f"config file {path}: get_config() lacks config keys {', '.join(missing[:5])}{more}; "
+            "start it from jaxdann.config.base_config() and change what differs."
+        )
     return config
 
 
@@ -336,6 +343,7 @@ _POSITIVE = (
     "data.target_renderings",
 )
 _NON_NEGATIVE = (
+    "seed",  # numpy's generators take non-negative seeds only
     "checkpoint_every_epochs",
     "domain_loss_weight",
     "grl.coefficient",

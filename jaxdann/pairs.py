@@ -292,8 +292,10 @@ def _parse_flags(given: dict) -> tuple[list[int], list[str], list[str], list[str
         raise config_lib.ConfigError(
             f"--domains={given.get('domains')}: name at least two different domains, each once"
         )
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise config_lib.ConfigError(f"--seeds={given.get('seeds')}: name each seed once")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise config_lib.ConfigError(
+            f"--seeds={given.get('seeds')}: name each seed once, each 0 or more"
+        )
     tasks(["a", "b"], given.get("protocol", "pairs"))  # an unknown protocol: refused now
     adaptations, notes = parse_names(
         given.get("adaptations", ",".join(DEFAULT_ADAPTATIONS)), "adaptations", METHODS.names()

@@ -77,6 +77,11 @@ def _config_file(tmp_path, name: str, body: str) -> str:
             "c = ml_collections.ConfigDict({**c.to_dict(), 'epochs': '2'})",
             "epochs='2' should be of type int",
         ),
+        (  # only some keys: named, with where to start from
+            "c = ml_collections.ConfigDict({'epochs': 1})",
+            r"lacks config keys adaptation, batch_size, .* and \d+ more; start it "
+            r"from jaxdann.config.base_config\(\)",
+        ),
     ],
 )
 def test_config_file_contents_are_checked(tmp_path, body, message):
@@ -136,6 +141,7 @@ def test_alexnet_computation_variants_reach_the_model_and_are_refused_elsewhere(
         ({"grl.schedule": "CONSTANT"}, "grl.schedule='CONSTANT' is not one of"),
         ({"model.dropout_rate": "1.5"}, r"model.dropout_rate=1.5 must be in \[0, 1\)"),
         ({"checkpoint_every_epochs": "-1"}, "checkpoint_every_epochs=-1 must be 0 or more"),
+        ({"seed": "-1"}, "seed=-1 must be 0 or more"),
         ({"optimizer.weight_decay": "-0.1"}, "optimizer.weight_decay=-0.1 must be 0 or more"),
         ({"data.source": "photo"}, "the digits demo's source is always 'digits'"),
         ({"data.validation": "cartoon"}, "validates on 'source_holdout'"),

@@ -283,6 +283,8 @@ def test_pairs_command_line_errors_and_a_single_seed_has_no_spread(capsys, tmp_p
     assert "at least two different domains" in capsys.readouterr().err
     assert pairs.main(["--workdir", "x", "--seeds", "zero"]) == 2
     assert "--seeds=zero: expected integers" in capsys.readouterr().err
+    assert pairs.main(["--workdir", "x", "--seeds", "0,-1"]) == 2  # numpy takes seeds >= 0
+    assert "--seeds=0,-1: name each seed once, each 0 or more" in capsys.readouterr().err
     # Data that cannot be read is a failed run (1), as in jaxdann.train, not a bad flag (2).
     pacs_config = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "pacs_dann.py")
     missing = [f"--config.data.root={tmp_path / 'no_such_pacs'}", "--config.model.pretrained=none"]
