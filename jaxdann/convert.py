@@ -18,7 +18,9 @@ import flax.serialization
 import jax
 import numpy as np
 
+from jaxdann.data.image_cache import atomic_write
 from jaxdann.errors import ConfigError, ConversionError, MissingFile, exit_code, is_user_error
+from jaxdann.models.alexnet import AlexNet
 from jaxdann.models.resnet import RESNET_STAGES, ResNet
 
 __all__ = [
@@ -48,11 +50,17 @@ ARCHS = ("alexnet", *RESNET_STAGES)
 _POOLED_CHANNELS, _POOLED_SIZE = 256, 6
 
 
-def _as_numpy(value: Any) -> np.ndarray:
+def _as_numpy(value: Any, key: str) -> np.ndarray:
+    """``state_dict[key]`` as a float32 numpy copy (numpy views of torch tensors would change
+    when torch trains them in place); bfloat16 tensors pass through float32, which numpy has."""
     if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
-    # A copy: numpy views of torch tensors would change when torch trains them in place.
-    return np.array(value, dtype=np.float32, copy=True)
+        value = value.detach().cpu().float().numpy()
+    try:
+        return np.array(value, dtype=np.float32, copy=True)
+    except (TypeError, ValueError):
+        raise ConversionError(
+            f"{key} holds a {type(value).__name__}, not an array of numbers"
+        ) from None
 
 
 def _convert_weight(weight: np.ndarray, kind: str) -> np.ndarray:
@@ -66,14 +74,22 @@ def _convert_weight(weight: np.ndarray, kind: str) -> np.ndarray:
     return weight.T  # linear: (out, in) -> (in, out)
 
 
-def _expected_weight_shape(kind: str, weight: np.ndarray) -> str | None:
-    if kind == "conv" and weight.ndim != 4:
-        return "a 4-d conv weight (O, I, H, W)"
-    if kind in ("linear", "first_linear") and weight.ndim != 2:
-        return "a 2-d linear weight (out, in)"
-    if kind == "first_linear" and weight.shape[1] != _POOLED_CHANNELS * _POOLED_SIZE**2:
-        return f"in_features {_POOLED_CHANNELS * _POOLED_SIZE**2} (256 x 6 x 6)"
-    return None
+def _alexnet_shapes(num_classes: int) -> dict[str, tuple[tuple, tuple]]:
+    """``{torch prefix: (weight shape, bias shape)}`` of ``AlexNet(num_classes)``, in torch's
+    layouts."""
+    images = jax.ShapeDtypeStruct((1, 224, 224, 3), np.float32)
+    model = AlexNet(num_classes)
+    params = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), images)["params"]
+    shapes = {}
+    for prefix, ((part, layer), _) in TORCH_TO_FLAX.items():
+        leaves = params[part][layer]
+        shapes[prefix] = (_torch_shape(leaves["kernel"].shape), leaves["bias"].shape)
+    return shapes
+
+
+def _state_keys(state_dict: Mapping[str, Any]) -> set[str]:
+    """The state dict's keys as text (a key of another type is reported as unexpected)."""
+    return {str(key) for key in state_dict}
 
 
 def torchvision_to_flax(state_dict: Mapping[str, Any], arch: str = "alexnet") -> dict[str, Any]:
@@ -91,7 +107,10 @@ def torchvision_to_flax(state_dict: Mapping[str, Any], arch: str = "alexnet") ->
     if arch != "alexnet":
         raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}.")
     expected = {f"{prefix}.{leaf}" for prefix in TORCH_TO_FLAX for leaf in ("weight", "bias")}
-    given = set(state_dict)
+    given = _state_keys(state_dict)
+    output = state_dict.get("classifier.6.weight")
+    num_classes = int(np.shape(output)[0]) if np.ndim(output) == 2 else 1000
+    shapes = _alexnet_shapes(num_classes)
     problems = []
     if missing := sorted(expected - given):
         problems.append("missing keys: " + ", ".join(missing))
@@ -102,42 +121,23 @@ def torchvision_to_flax(state_dict: Mapping[str, Any], arch: str = "alexnet") ->
     for prefix, (path, kind) in TORCH_TO_FLAX.items():
         if f"{prefix}.weight" not in given or f"{prefix}.bias" not in given:
             continue
-        weight = _as_numpy(state_dict[f"{prefix}.weight"])
-        bias = _as_numpy(state_dict[f"{prefix}.bias"])
-        if wrong := _expected_weight_shape(kind, weight):
-            problems.append(f"{prefix}.weight has shape {weight.shape}, expected {wrong}")
+        weight = _as_numpy(state_dict[f"{prefix}.weight"], f"{prefix}.weight")
+        bias = _as_numpy(state_dict[f"{prefix}.bias"], f"{prefix}.bias")
+        weight_shape, bias_shape = shapes[prefix]
+        if weight.shape != weight_shape:
+            problems.append(f"{prefix}.weight has shape {weight.shape}, expected {weight_shape}")
             continue
-        if bias.shape != (weight.shape[0],):
-            problems.append(f"{prefix}.bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+        if bias.shape != bias_shape:
+            problems.append(f"{prefix}.bias has shape {bias.shape}, expected {bias_shape}")
             continue
         node = params
         for name in path[:-1]:
             node = node.setdefault(name, {})
         node[path[-1]] = {"kernel": _convert_weight(weight, kind), "bias": bias}
 
-    if not problems:
-        problems += _check_chain(params)
     if problems:
         raise ConversionError("not a torchvision AlexNet state dict: " + "; ".join(problems))
     return params
-
-
-def _check_chain(params: dict[str, Any]) -> list[str]:
-    """Each layer's input width must equal the previous layer's output width."""
-    problems = []
-    layers = [(p, k) for p, k in TORCH_TO_FLAX.values()]
-    previous_out = 3
-    for (path, kind), prefix in zip(layers, TORCH_TO_FLAX, strict=True):
-        kernel = params[path[0]][path[1]]["kernel"]
-        fan_in = kernel.shape[2] if kind == "conv" else kernel.shape[0]
-        if kind == "first_linear":
-            previous_out *= _POOLED_SIZE**2
-        if fan_in != previous_out:
-            problems.append(
-                f"{prefix}.weight takes {fan_in} inputs but the layer before gives {previous_out}"
-            )
-        previous_out = kernel.shape[-1]
-    return problems
 
 
 # Flax leaf -> torch leaf; Flax module name -> torch module path (ResNet).
@@ -198,7 +198,7 @@ def resnet_to_flax(state_dict: Mapping[str, Any], arch: str) -> dict[str, Any]:
     template = _resnet_template(arch, num_classes)
     expected = {key for keys in template.values() for key in keys}
     counters = {k.rsplit(".", 1)[0] + ".num_batches_tracked" for k in expected if "running" in k}
-    given = set(state_dict)
+    given = _state_keys(state_dict)
     problems = []
     if missing := sorted(expected - given):
         problems.append("missing keys: " + ", ".join(missing))
@@ -209,7 +209,7 @@ def resnet_to_flax(state_dict: Mapping[str, Any], arch: str) -> dict[str, Any]:
         for key, (path, shape) in keys.items():
             if key not in given:
                 continue
-            value = _as_numpy(state_dict[key])
+            value = _as_numpy(state_dict[key], key)
             if value.shape != _torch_shape(shape):
                 problems.append(f"{key} has shape {value.shape}, expected {_torch_shape(shape)}")
                 continue
@@ -226,10 +226,8 @@ def save_params(params: Mapping[str, Any], path: str) -> None:
     """Writes params as msgpack (atomically: a half-written file never replaces a good one)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(_to_numpy_tree(params)))
-    os.replace(tmp, path)
+    payload = flax.serialization.msgpack_serialize(_to_numpy_tree(params))
+    atomic_write(path, lambda handle: handle.write(payload))  # no temporary file left on failure
 
 
 def load_params(path: str) -> dict[str, Any]:
@@ -248,12 +246,18 @@ def load_params(path: str) -> dict[str, Any]:
         )
     with open(path, "rb") as f:
         try:
-            return flax.serialization.msgpack_restore(f.read())
+            loaded = flax.serialization.msgpack_restore(f.read())
         except Exception as error:  # msgpack raises several unrelated types
             raise ConversionError(
                 f"{path} is not a jaxdann weights file ({type(error).__name__}); "
                 "write one with `python -m jaxdann.convert`."
             ) from error
+    if not isinstance(loaded, Mapping):  # valid msgpack, but a number or a list
+        raise ConversionError(
+            f"{path} is not a jaxdann weights file (it holds a {type(loaded).__name__}); "
+            "write one with `python -m jaxdann.convert`."
+        )
+    return loaded
 
 
 def _to_numpy_tree(tree):

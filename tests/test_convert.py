@@ -55,7 +55,21 @@ def test_missing_and_extra_keys_are_named(state_dict):
 def test_shape_mismatch_is_named(state_dict):
     broken = dict(state_dict)
     broken["features.6.weight"] = torch.zeros(384, 100, 3, 3)
-    with pytest.raises(ConversionError, match=r"features\.6\.weight takes 100 inputs"):
+    expected = r"features\.6\.weight has shape \(384, 100, 3, 3\), expected \(384, 192, 3, 3\)"
+    with pytest.raises(ConversionError, match=expected):
+        torchvision_to_flax(broken)
+    broken = dict(state_dict)  # a chain that fits, with other kernel sizes and widths
+    broken["features.0.weight"] = torch.zeros(64, 3, 5, 5)
+    broken["classifier.1.weight"], broken["classifier.1.bias"] = (
+        torch.zeros(2048, 9216),
+        torch.zeros(2048),
+    )
+    broken["classifier.4.weight"] = torch.zeros(4096, 2048)
+    with pytest.raises(
+        ConversionError,
+        match=r"features\.0\.weight has shape \(64, 3, 5, 5\), "
+        r"expected \(64, 3, 11, 11\); classifier\.1\.weight has shape \(2048, 9216\)",
+    ):
         torchvision_to_flax(broken)
     broken = dict(state_dict)
     broken["classifier.6.bias"] = torch.zeros(999)
@@ -65,6 +79,19 @@ def test_shape_mismatch_is_named(state_dict):
     broken["features.0.weight"] = torch.zeros(64, 3, 11)
     with pytest.raises(ConversionError, match=r"features\.0\.weight has shape \(64, 3, 11\)"):
         torchvision_to_flax(broken)
+
+
+def test_bfloat16_tensors_convert_and_odd_entries_are_named(state_dict):
+    halved = {key: value.to(torch.bfloat16) for key, value in state_dict.items()}
+    converted = torchvision_to_flax(halved)
+    rounded = torchvision_to_flax({k: v.float() for k, v in halved.items()})
+    for got, want in zip(jax.tree.leaves(converted), jax.tree.leaves(rounded), strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ConversionError, match="unexpected keys: 7"):
+        torchvision_to_flax({**state_dict, 7: torch.zeros(1)})
+    with pytest.raises(ConversionError, match="features.0.bias holds a str, not an array"):
+        torchvision_to_flax({**state_dict, "features.0.bias": "zeros"})
 
 
 def test_cli_round_trips_a_saved_pth(tmp_path, state_dict, capsys):
@@ -122,6 +149,13 @@ def test_offline_download_fails_with_one_sentence(tmp_path, monkeypatch, capsys)
     assert "could not download" in message and "--torch-weights alexnet-owt-7be5be79.pth" in message
 
 
+def test_a_failed_save_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "out").mkdir()  # --output naming a folder: the rename fails
+    with pytest.raises(OSError):
+        convert.save_params({"kernel": np.ones(3, np.float32)}, str(tmp_path / "out"))
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == []
+
+
 def test_load_params_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m jaxdann.convert"):
         load_params(str(tmp_path / "missing.msgpack"))
@@ -130,6 +164,9 @@ def test_load_params_errors(tmp_path):
     junk = tmp_path / "junk.msgpack"
     junk.write_bytes(b"\x00not msgpack at all")
     with pytest.raises(ConversionError, match="not a jaxdann weights file"):
+        load_params(str(junk))
+    junk.write_bytes(b"\x01")  # valid msgpack: the number 1
+    with pytest.raises(ConversionError, match="not a jaxdann weights file .it holds a int"):
         load_params(str(junk))
 
 

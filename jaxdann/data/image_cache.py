@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CACHE_FORMAT_VERSION", "cache_key", "cache_prefix", "read_cache", "write_cache"]
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "atomic_write",
+    "cache_key",
+    "cache_prefix",
+    "read_cache",
+    "write_cache",
+]
 
 CACHE_FORMAT_VERSION = 1
 

@@ -9,7 +9,7 @@ weights ``model.pretrained`` names, then the method's own adjustment.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -63,7 +63,7 @@ def read_pretrained(config) -> dict | None:
     variables = loaded if "params" in loaded else {"params": loaded}
     variables.setdefault("batch_stats", {})
     for part in ("features", "classifier"):
-        if part not in variables["params"]:
+        if not isinstance(variables["params"], Mapping) or part not in variables["params"]:
             raise ConversionError(f"{pretrained} has no {part!r} parameters.")
     return variables
 
