@@ -17,6 +17,7 @@ from jaxdann.models import (
     adaptive_avg_pool,
     max_pool,
 )
+from jaxdann.models.layers import Conv
 from jaxdann.training.model_setup import build_from_config
 
 torch = pytest.importorskip("torch")
@@ -165,6 +166,26 @@ def test_max_pool_sends_a_window_gradient_to_its_nan_as_torch_does(window, strid
     np.testing.assert_array_equal(np.asarray(grad).transpose(0, 3, 1, 2), x_torch.grad.numpy())
     bf16 = jax.grad(lambda x: jnp.sum(pool(x)).astype(jnp.float32))
     assert bf16(jnp.ones((1, 7, 7, 2), jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+def test_sums_written_as_products_ask_for_full_float32_precision():
+    # A GPU's default float32 product may round to TF32; CPUs compute these products exactly
+    # either way, so the request itself is what a CPU test can check.
+    x = jnp.ones((2, 5, 5, 4))
+    norm = BatchNorm()
+    variables = norm.init(jax.random.key(0), x)
+
+    conv = Conv(3, 3, 1, 1)  # its bias gradient is a product too
+    conv_params = conv.init(jax.random.key(1), x[:, :2, :2])["params"]
+
+    def loss(params, x):
+        y, _ = norm.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(conv.apply({"params": conv_params}, adaptive_avg_pool(y, 2)) ** 2)
+
+    text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(variables["params"], x).as_text()
+    products = [line for line in text.splitlines() if "dot_general" in line]
+    assert len(products) >= 6  # statistics, bias and scale gradients, the pool's, conv bias
+    assert all("precision = [HIGHEST, HIGHEST]" in line for line in products), products
 
 
 def _count(params):

@@ -31,6 +31,12 @@ __all__ = [
 Dtype = Any
 
 
+# The sums and means written as matrix products (bias gradients, BatchNorm statistics, average
+# pools) keep float32 accuracy on every backend, as torch's reductions do: a GPU's default
+# float32 product may round its inputs to TF32 (10 mantissa bits), and 1 / count with them.
+SUM_PRECISION = jax.lax.Precision.HIGHEST
+
+
 def compute_dtype(config) -> Dtype:
     """The compute dtype ``model.dtype`` names (parameters stay float32)."""
     return jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
@@ -61,7 +67,8 @@ def _add_channel_bias_backward(residual, grad):
     that sum over the leading axes into a ``reduce_window`` that runs alone, several times
     slower (the small CNN's conv1 over 128 images: 11 ms, more than its conv1 forward)."""
     rows = grad.reshape(-1, grad.shape[-1]).astype(jnp.float32)
-    return grad, (jnp.ones((rows.shape[0],), jnp.float32) @ rows).astype(residual.dtype)
+    ones = jnp.ones((rows.shape[0],), jnp.float32)
+    return grad, jnp.matmul(ones, rows, precision=SUM_PRECISION).astype(residual.dtype)
 
 
 _add_channel_bias.defvjp(_add_channel_bias_forward, _add_channel_bias_backward)
@@ -149,7 +156,8 @@ def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     alone, 7-10x slower on CPU (XLA:CPU, jax 0.10). The backward pass is written out: each
     window's gradient goes to its first maximal element (in row-major window order, as torch's
     kernels do), by comparing the window positions with the output; a window holding a NaN
-    sends its gradient to its first NaN, as torch does. Overlapping windows (stride < window)
+    sends its gradient to its first NaN (torch's kernels: to the last of several NaNs, with
+    the loss NaN either way). Overlapping windows (stride < window)
     place the gradients back with strided pads and add up in float32; where the windows tile the
     input (stride = window) one element-wise pass compares each element's window offset with its
     window's first maximum. All of it is element-wise work that XLA fuses, where XLA's own
@@ -230,7 +238,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: int) -> jax.Array:
         return x
     rows = jnp.asarray(_pool_matrix(height, output_size), x.dtype)
     cols = jnp.asarray(_pool_matrix(width, output_size), x.dtype)
-    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
+    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols, precision=SUM_PRECISION)
 
 
 class SpaceToDepthConv(Conv):
@@ -287,7 +295,8 @@ class SpaceToDepthConv(Conv):
 def _column_means(rows: jax.Array) -> jax.Array:
     """``rows.mean(0)`` for ``[count, channels]`` rows, as a matrix product: XLA:CPU reduces
     the leading axes of a large NHWC array 3-4x slower than it multiplies by a row of ones."""
-    return jnp.full((rows.shape[0],), 1.0 / rows.shape[0], rows.dtype) @ rows
+    weights = jnp.full((rows.shape[0],), 1.0 / rows.shape[0], rows.dtype)
+    return jnp.matmul(weights, rows, precision=SUM_PRECISION)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
