@@ -383,6 +383,18 @@ def test_batch_norm_matches_torch_in_train_and_eval_mode(shape):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 5), (1, 1, 1, 5)], ids=["1d", "2d"])
+def test_batch_norm_refuses_one_value_per_channel_in_train_mode_as_torch_does(shape):
+    norm = torch.nn.BatchNorm1d(5) if len(shape) == 2 else torch.nn.BatchNorm2d(5)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        norm(torch.zeros(shape[0], 5, *shape[1:-1]))
+    variables = BatchNorm().init(jax.random.key(0), jnp.zeros(shape), train=True)  # init passes
+    with pytest.raises(ConfigError, match="one value per channel .* raise batch_size"):
+        BatchNorm().apply(variables, jnp.zeros(shape), train=True, mutable=True)
+    BatchNorm().apply(variables, jnp.zeros(shape), train=False)  # running statistics: fine
+    BatchNorm(frozen=True).apply(variables, jnp.zeros(shape), train=True, mutable=True)
+
+
 @pytest.mark.parametrize("frozen", [False, True], ids=["train", "frozen"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_batch_norm_gradients_on_feature_maps_match_torch(dtype, frozen):

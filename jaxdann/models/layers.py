@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdann.errors import ConfigError
+
 __all__ = [
     "BatchNorm",
     "Conv",
@@ -394,6 +396,12 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
         mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
         var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        if train and not self.frozen and x.size == features and not self.is_initializing():
+            raise ConfigError(
+                f"a BatchNorm layer in train mode got one value per channel (input {x.shape}), "
+                "which has no batch statistics (torch refuses it too); raise batch_size or "
+                "data.crop."
+            )
         if train and not self.frozen and x.ndim > 2:
             y, batch_mean, batch_var = _batch_normalize(
                 x.astype(jnp.float32), scale, bias, self.epsilon
