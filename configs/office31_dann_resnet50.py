@@ -51,7 +51,7 @@ def tllib_resnet50(config):
     config.optimizer.schedule = "annealed"
     config.optimizer.backbone_lr_multiplier = 0.1
     config.data.resize_mode = "square"  # TLlib's ResizeImage(256)
-    config.data.drop_last = True  # full batches only: no padding rows in BatchNorm's statistics
+    config.data.drop_last = True  # full batches only, as TLlib's training loaders
     config.data.random_crop = True
     config.data.random_flip = True
     return config

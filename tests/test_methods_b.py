@@ -110,10 +110,13 @@ def _mcd_by_hand(config, method, params, model_state, batch):
     features = ("features", "bottleneck")
     classifiers = ("classifier", "classifier_2")
 
+    # The padding rows stay out of the bottleneck's batch statistics (as absent rows would).
+    mask = jnp.concatenate([batch["source_mask"], batch["target_mask"]])
+
     def forward(p, state):
-        h, state = net.embed(p, state, images, train=True)
-        y1, state = net.run(p, state, "classifier", h, train=True)
-        y2, state = net.run(p, state, "classifier_2", h, train=True)
+        h, state = net.embed(p, state, images, train=True, mask=mask)
+        y1, state = net.run(p, state, "classifier", h, train=True, mask=mask)
+        y2, state = net.run(p, state, "classifier_2", h, train=True, mask=mask)
         return y1, y2, state
 
     def source_loss(y1, y2):

@@ -14,9 +14,10 @@ from jaxdann.training.trainer import train_and_evaluate
 def _config(adaptation: str, devices: int):
     config = config_lib.demo_config()
     config.adaptation, config.epochs, config.log_every_epoch = adaptation, 2, False
-    # 16 rows split evenly over 4 devices: no padding rows, which CDAN's discriminator
-    # BatchNorm would count in its batch statistics.
-    config.batch_size, config.data.limit = 16, 48
+    # 14 rows per domain are padded to 16 on 4 devices, and the bottleneck's BatchNorm (and
+    # CDAN's discriminator's) must leave the padding rows out of its batch statistics.
+    config.batch_size, config.data.limit = 14, 48
+    config.model.bottleneck = 16
     config.method.num_k = 2
     config.parallel.num_devices = devices
     return config

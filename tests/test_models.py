@@ -17,7 +17,7 @@ from jaxdann.models import (
     adaptive_avg_pool,
     max_pool,
 )
-from jaxdann.models.layers import Conv
+from jaxdann.models.layers import Conv, row_mask
 from jaxdann.training.model_setup import build_from_config
 
 torch = pytest.importorskip("torch")
@@ -433,6 +433,55 @@ def test_batch_norm_gradients_on_feature_maps_match_torch(dtype, frozen):
     _assert_close_to_scale(grads["bias"], norm.bias.grad.numpy(), tolerance)
     for name, running in (("mean", norm.running_mean), ("var", norm.running_var)):
         _assert_close_to_scale(stats[name], running.detach().numpy(), tolerance)
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (6, 3, 2, 8)], ids=["1d", "2d"])
+def test_padding_rows_are_left_out_of_batch_statistics_as_torch_without_them(shape):
+    """Rows 1 and 4 are padding (mask 0, any values): outputs of the real rows, every gradient
+    and the running statistics equal torch's BatchNorm on the four real rows alone; a padding
+    row's input gets no gradient through the statistics (its output is not in the loss)."""
+    rng = np.random.default_rng(2)
+    x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)
+    x[[1, 4]] = 1e3 * rng.standard_normal(x[[1, 4]].shape)  # padding: far from the real rows
+    mask = np.array([1, 0, 1, 1, 0, 1], np.float32)
+    real = mask.astype(bool)
+    upstream = rng.standard_normal(shape).astype(np.float32) * mask.reshape(
+        -1, *[1] * (len(shape) - 1)
+    )
+    torch.manual_seed(0)
+    norm = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(8).double().train()
+    variables = _torch_batch_norm_state(norm)
+
+    def nchw(a):
+        return torch.from_numpy((a if a.ndim == 2 else a.transpose(0, 3, 1, 2)).astype(np.float64))
+
+    x_torch = nchw(x[real]).requires_grad_(True)
+    (norm(x_torch) * nchw(upstream[real])).sum().backward()
+
+    def loss(params, x):
+        with row_mask(jnp.asarray(mask)):
+            y, updates = BatchNorm().apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+            )
+        return jnp.sum(y * upstream), updates["batch_stats"]
+
+    (grads, grad_x), stats = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(
+        variables["params"], jnp.asarray(x)
+    )
+    expected_x = x_torch.grad.numpy()
+    expected_x = expected_x if len(shape) == 2 else expected_x.transpose(0, 2, 3, 1)
+    _assert_close_to_scale(np.asarray(grad_x)[real], expected_x, 1e-4)
+    np.testing.assert_array_equal(np.asarray(grad_x)[~real], 0.0)
+    _assert_close_to_scale(grads["scale"], norm.weight.grad.numpy(), 1e-4)
+    _assert_close_to_scale(grads["bias"], norm.bias.grad.numpy(), 1e-4)
+    for name, running in (("mean", norm.running_mean), ("var", norm.running_var)):
+        _assert_close_to_scale(stats[name], running.detach().numpy(), 1e-4)
+    with pytest.raises(ValueError, match="row mask .* does not fit"):
+        with row_mask(jnp.ones(5)):
+            BatchNorm().apply(variables, jnp.asarray(x), train=True, mutable=True)
 
 
 def test_bottleneck_matches_torch_linear_batch_norm_relu_in_train_mode():

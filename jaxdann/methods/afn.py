@@ -71,19 +71,32 @@ class AFN(Method):
         source, target, key = self.prepare(batch, rng)
         source_key, target_key, source_drop, target_drop = jax.random.split(key, 4)
         net = self.network
+        source_mask, target_mask = batch["source_mask"], batch["target_mask"]
         source_features, model_state = net.embed(
-            params, model_state, source, train=True, rng=source_key
+            params, model_state, source, train=True, rng=source_key, mask=source_mask
         )
         logits, model_state = net.run(
-            params, model_state, "classifier", source_features, train=True, rng=source_key
+            params,
+            model_state,
+            "classifier",
+            source_features,
+            train=True,
+            rng=source_key,
+            mask=source_mask,
         )
         target_features, model_state = net.embed(
-            params, model_state, target, train=True, rng=target_key
+            params, model_state, target, train=True, rng=target_key, mask=target_mask
         )
         loss, sums = self.classification(logits, batch)
         if self.mcc_weight > 0:  # the regulariser reads the target's logits
             target_logits, model_state = net.run(
-                params, model_state, "classifier", target_features, train=True, rng=target_key
+                params,
+                model_state,
+                "classifier",
+                target_features,
+                train=True,
+                rng=target_key,
+                mask=target_mask,
             )
             regularizer, regularizer_sums = self.target_regularizer(target_logits, batch)
             loss, sums = loss + regularizer, sums | regularizer_sums

@@ -75,6 +75,12 @@ def require_reversal(config, label: str) -> None:
         )
 
 
+def joint_mask(batch: Mapping) -> jax.Array:
+    """The row mask of ``concatenate([source, target])`` images: 1 for a real row, 0 for a
+    padding row (the mask BatchNorm's statistics read; see ``Network.run``)."""
+    return jnp.concatenate([batch["source_mask"], batch["target_mask"]])
+
+
 def per_example_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Softmax cross-entropy per row (torch's ``cross_entropy(reduction="none")``)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -184,9 +190,12 @@ class Method:
     def loss(self, params, model_state, batch, rng, progress):
         source, _, dropout_rng = self.prepare(batch, rng)
         net = self.network
-        features, model_state = net.embed(params, model_state, source, train=True, rng=dropout_rng)
+        mask = batch["source_mask"]
+        features, model_state = net.embed(
+            params, model_state, source, train=True, rng=dropout_rng, mask=mask
+        )
         logits, model_state = net.run(
-            params, model_state, "classifier", features, train=True, rng=dropout_rng
+            params, model_state, "classifier", features, train=True, rng=dropout_rng, mask=mask
         )
         loss, sums = self.classification(logits, batch)
         return loss, (sums, model_state)

@@ -24,8 +24,8 @@ Where this differs from TLlib:
   linear in the features for fixed (detached) predictions, so the gradient is the same;
 - the cross-entropy is computed from the logit (log-sigmoid), not torch's clamped
   ``binary_cross_entropy`` of a sigmoid output: equal except at saturated logits;
-- padding rows (mask 0) count in no mean and get no entropy weight, but as in the bottleneck
-  they do enter the discriminator's BatchNorm batch statistics.
+- padding rows (mask 0; TLlib's batches have none) count in no mean, get no entropy weight and
+  stay out of the discriminator's BatchNorm statistics.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from jaxdann.losses import (
     randomized_map_matrices,
     randomized_multilinear_map,
 )
-from jaxdann.methods.base import Method, require_reversal, reversal_coefficient
+from jaxdann.methods.base import Method, joint_mask, require_reversal, reversal_coefficient
 from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import BatchNorm
 from jaxdann.models.layers import Dtype, compute_dtype, dense
@@ -177,13 +177,22 @@ class CDAN(Method):
         num_source = source.shape[0]
         net = self.network
 
+        rows = joint_mask(batch)
+
         def run(part, x):
             nonlocal model_state
-            y, model_state = net.run(params, model_state, part, x, train=True, rng=dropout_rng)
+            y, model_state = net.run(
+                params, model_state, part, x, train=True, rng=dropout_rng, mask=rows
+            )
             return y
 
         features, model_state = net.embed(
-            params, model_state, jnp.concatenate([source, target]), train=True, rng=dropout_rng
+            params,
+            model_state,
+            jnp.concatenate([source, target]),
+            train=True,
+            rng=dropout_rng,
+            mask=rows,
         )
         logits = run("classifier", features)
         loss, sums = self.classification(logits[:num_source], batch)
@@ -191,7 +200,7 @@ class CDAN(Method):
         reversed_features = reverse_gradient(features, coefficient)
         domain_logits = run("domain_discriminator", (reversed_features, probabilities))
 
-        mask = jnp.concatenate([batch["source_mask"], batch["target_mask"]]).astype(jnp.float32)
+        mask = rows.astype(jnp.float32)
         labels = jnp.concatenate(
             [jnp.ones(num_source, jnp.float32), jnp.zeros(target.shape[0], jnp.float32)]
         )

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxdann.errors import ConfigError
 from jaxdann.losses import mk_mmd
-from jaxdann.methods.base import Method
+from jaxdann.methods.base import Method, joint_mask
 
 __all__ = ["DAN", "kernel_alphas", "source_and_target_pass"]
 
@@ -44,12 +44,13 @@ def source_and_target_pass(method: Method, params, model_state, batch, rng):
     """One pass over source + target rows: ``(features, logits, model_state, num_source)``,
     the classifier on every row (as TLlib's examples, which classify the concatenated batch)."""
     source, target, dropout_rng = method.prepare(batch, rng)
-    net = method.network
+    net, mask = method.network, joint_mask(batch)
+    images = jnp.concatenate([source, target])
     features, model_state = net.embed(
-        params, model_state, jnp.concatenate([source, target]), train=True, rng=dropout_rng
+        params, model_state, images, train=True, rng=dropout_rng, mask=mask
     )
     logits, model_state = net.run(
-        params, model_state, "classifier", features, train=True, rng=dropout_rng
+        params, model_state, "classifier", features, train=True, rng=dropout_rng, mask=mask
     )
     return features, logits, model_state, source.shape[0]
 

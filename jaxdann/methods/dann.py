@@ -19,7 +19,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxdann.errors import ConfigError
-from jaxdann.methods.base import Method, masked_mean, per_example_loss, reversal_coefficient
+from jaxdann.methods.base import (
+    Method,
+    joint_mask,
+    masked_mean,
+    per_example_loss,
+    reversal_coefficient,
+)
 from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import MLPHead
 from jaxdann.models.layers import compute_dtype
@@ -92,13 +98,22 @@ class DANN(Method):
         num_source = source.shape[0]
         net = self.network
 
+        mask = joint_mask(batch)
+
         def run(part, x, params=params):
             nonlocal model_state
-            y, model_state = net.run(params, model_state, part, x, train=True, rng=dropout_rng)
+            y, model_state = net.run(
+                params, model_state, part, x, train=True, rng=dropout_rng, mask=mask
+            )
             return y
 
         features, model_state = net.embed(
-            params, model_state, jnp.concatenate([source, target]), train=True, rng=dropout_rng
+            params,
+            model_state,
+            jnp.concatenate([source, target]),
+            train=True,
+            rng=dropout_rng,
+            mask=mask,
         )
         if self.mcc_weight > 0:  # the regulariser reads the target's logits too
             class_logits = run("classifier", features)

@@ -51,7 +51,7 @@ import optax
 
 from jaxdann.errors import ConfigError
 from jaxdann.losses import classifier_discrepancy
-from jaxdann.methods.base import Method, masked_mean, per_example_loss
+from jaxdann.methods.base import Method, joint_mask, masked_mean, per_example_loss
 from jaxdann.models.heads import MLPHead
 from jaxdann.models.layers import compute_dtype
 
@@ -123,15 +123,17 @@ class MCD(Method):
 
     # -- the forward pass and the objectives ---------------------------------------------------
 
-    def _forward(self, params, model_state, images, key):
+    def _forward(self, params, model_state, images, key, batch):
         """Both classifiers' logits on all rows (source first) and the model state after."""
-        net = self.network
-        features, model_state = net.embed(params, model_state, images, train=True, rng=key)
+        net, mask = self.network, joint_mask(batch)
+        features, model_state = net.embed(
+            params, model_state, images, train=True, rng=key, mask=mask
+        )
         logits_1, model_state = net.run(
-            params, model_state, "classifier", features, train=True, rng=key
+            params, model_state, "classifier", features, train=True, rng=key, mask=mask
         )
         logits_2, model_state = net.run(
-            params, model_state, "classifier_2", features, train=True, rng=key
+            params, model_state, "classifier_2", features, train=True, rng=key, mask=mask
         )
         return logits_1, logits_2, model_state
 
@@ -143,7 +145,7 @@ class MCD(Method):
     def _source_objective(self, params, model_state, images, key, batch, maximise: bool):
         """Stage A (``maximise=False``): both classifiers' source class losses, summed. Stage B
         (``maximise=True``): minus ``trade_off`` x the target discrepancy as well."""
-        logits_1, logits_2, model_state = self._forward(params, model_state, images, key)
+        logits_1, logits_2, model_state = self._forward(params, model_state, images, key, batch)
         count = batch["source_labels"].shape[0]
         loss, sums = self.classification(logits_1[:count], batch)
         mask = batch["source_mask"]
@@ -162,7 +164,7 @@ class MCD(Method):
 
     def _feature_objective(self, params, model_state, images, key, batch):
         """Stage C: ``trade_off`` x the target discrepancy (and the discrepancy itself)."""
-        logits_1, logits_2, model_state = self._forward(params, model_state, images, key)
+        logits_1, logits_2, model_state = self._forward(params, model_state, images, key, batch)
         discrepancy = self._discrepancy(logits_1, logits_2, batch)
         return float(self.config.method.trade_off) * discrepancy, (discrepancy, model_state)
 

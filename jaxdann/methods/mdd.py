@@ -35,7 +35,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxdann.losses import mdd
-from jaxdann.methods.base import Method, require_reversal, reversal_coefficient
+from jaxdann.methods.base import Method, joint_mask, require_reversal, reversal_coefficient
 from jaxdann.models.grl import reverse_gradient
 from jaxdann.models.heads import MLPHead
 from jaxdann.models.layers import compute_dtype
@@ -74,12 +74,12 @@ class MDD(Method):
         source, target, key = self.prepare(batch, rng)
         coefficient = self.coefficient(progress)
         count = source.shape[0]
-        net = self.network
+        net, mask = self.network, joint_mask(batch)
         features, model_state = net.embed(
-            params, model_state, jnp.concatenate([source, target]), train=True, rng=key
+            params, model_state, jnp.concatenate([source, target]), train=True, rng=key, mask=mask
         )
         logits, model_state = net.run(
-            params, model_state, "classifier", features, train=True, rng=key
+            params, model_state, "classifier", features, train=True, rng=key, mask=mask
         )
         reversed_features = reverse_gradient(features, coefficient)
         adversarial, model_state = net.run(
@@ -89,6 +89,7 @@ class MDD(Method):
             reversed_features,
             train=True,
             rng=key,
+            mask=mask,
         )
         loss, sums = self.classification(logits[:count], batch)
         discrepancy = mdd(

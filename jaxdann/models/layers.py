@@ -7,6 +7,8 @@ starts from the same distribution as a randomly initialised torchvision model.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "conv",
     "dense",
     "max_pool",
+    "row_mask",
     "torch_uniform",
 ]
 
@@ -294,48 +297,91 @@ class SpaceToDepthConv(Conv):
         return y + bias.astype(self.dtype)
 
 
-def _column_means(rows: jax.Array) -> jax.Array:
-    """``rows.mean(0)`` for ``[count, channels]`` rows, as a matrix product: XLA:CPU reduces
-    the leading axes of a large NHWC array 3-4x slower than it multiplies by a row of ones."""
-    weights = jnp.full((rows.shape[0],), 1.0 / rows.shape[0], rows.dtype)
+def _weighted_sum(weights: jax.Array, rows: jax.Array) -> jax.Array:
+    """``sum_i weights[i] * rows[i]`` for ``[count, channels]`` rows, as a matrix product:
+    XLA:CPU reduces the leading axes of a large NHWC array 3-4x slower than it multiplies by a
+    row of weights."""
     return jnp.matmul(weights, rows, precision=SUM_PRECISION)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _batch_normalize(x, scale, bias, epsilon):
+def _column_means(rows: jax.Array) -> jax.Array:
+    """``rows.mean(0)`` (see :func:`_weighted_sum`)."""
+    return _weighted_sum(jnp.full((rows.shape[0],), 1.0 / rows.shape[0], rows.dtype), rows)
+
+
+_ROW_MASK: contextvars.ContextVar[jax.Array | None] = contextvars.ContextVar(
+    "jaxdann_row_mask", default=None
+)
+
+
+@contextlib.contextmanager
+def row_mask(mask: jax.Array | None):
+    """Within it, :class:`BatchNorm` layers in train mode take their batch statistics over the
+    rows (first axis) that ``mask`` marks with 1 only: padding rows (0), which keep shapes
+    static, are normalised but neither counted nor differentiated through the statistics, as if
+    the batch had only its real rows (torch's short last batch). ``None``: every row counts.
+    :meth:`jaxdann.models.network.Network.run` sets it from a batch's masks."""
+    token = _ROW_MASK.set(mask)
+    try:
+        yield
+    finally:
+        _ROW_MASK.reset(token)
+
+
+def _statistics_weights(x: jax.Array) -> tuple[jax.Array, jax.Array | int]:
+    """Each of ``x``'s values' weight in its channel's batch statistics (``[values per
+    channel]``, summing to 1 over the counted rows; see :func:`row_mask`), and how many values
+    the statistics count."""
+    per_row = x.size // (x.shape[0] * x.shape[-1])  # pixels of a feature map; 1 for [N, C]
+    mask = _ROW_MASK.get()
+    if mask is None:
+        count = x.size // x.shape[-1]
+        return jnp.full((count,), 1.0 / count, jnp.float32), count
+    if mask.shape != x.shape[:1]:
+        raise ValueError(f"row mask {mask.shape} does not fit BatchNorm input {x.shape}")
+    count = jnp.sum(mask.astype(jnp.float32)) * per_row
+    weights = jnp.repeat(mask.astype(jnp.float32), per_row) / jnp.maximum(count, 1.0)
+    return weights, count
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _batch_normalize(x, scale, bias, weights, epsilon):
     """``(y, mean, var)``: ``x`` (float32, channels last) normalised with its own statistics
-    over every axis but the last, then scaled and shifted; the biased batch variance."""
-    y, _, mean, var = _batch_normalize_parts(x, scale, bias, epsilon)
+    over every axis but the last (each value weighted by ``weights``, see
+    :func:`_statistics_weights`), then scaled and shifted; the biased batch variance."""
+    y, _, mean, var = _batch_normalize_parts(x, scale, bias, weights, epsilon)
     return y, mean, var
 
 
-def _batch_normalize_parts(x, scale, bias, epsilon):
+def _batch_normalize_parts(x, scale, bias, weights, epsilon):
     rows = x.reshape(-1, x.shape[-1])
-    mean = _column_means(rows)
-    var = _column_means(jnp.square(rows - mean))
+    mean = _weighted_sum(weights, rows)
+    var = _weighted_sum(weights, jnp.square(rows - mean))
     inverse = jax.lax.rsqrt(var + epsilon)
     normalized = (x - mean) * inverse
-    return normalized * scale + bias, (normalized, inverse, scale), mean, var
+    return normalized * scale + bias, (normalized, inverse, scale, weights), mean, var
 
 
-def _batch_normalize_forward(x, scale, bias, epsilon):
-    y, residuals, mean, var = _batch_normalize_parts(x, scale, bias, epsilon)
+def _batch_normalize_forward(x, scale, bias, weights, epsilon):
+    y, residuals, mean, var = _batch_normalize_parts(x, scale, bias, weights, epsilon)
     return (y, mean, var), residuals
 
 
 def _batch_normalize_backward(epsilon, residuals, cotangents):
-    """torch's batch-norm backward, every sum over rows a matrix product (as in the forward)."""
+    """torch's batch-norm backward, every sum over rows a matrix product (as in the forward);
+    a value's share of the statistics is its weight (``1 / count`` without padding rows)."""
     del epsilon
-    normalized, inverse, scale = residuals
+    normalized, inverse, scale, weights = residuals
     grad_y, grad_mean, grad_var = cotangents
     channels = grad_y.shape[-1]
     count = grad_y.size // channels
     grad_bias = _column_means(grad_y.reshape(-1, channels)) * count
     grad_scale = _column_means((grad_y * normalized).reshape(-1, channels)) * count
-    grad_x = (scale * inverse / count) * (count * grad_y - grad_bias - normalized * grad_scale)
+    share = weights.reshape(*grad_y.shape[:-1], 1)
+    grad_x = scale * inverse * (grad_y - share * (grad_bias + normalized * grad_scale))
     # The statistics' own cotangents (zero when only the running averages read them).
-    grad_x = grad_x + (grad_mean + 2.0 * grad_var * normalized / inverse) / count
-    return grad_x, grad_scale, grad_bias
+    grad_x = grad_x + share * (grad_mean + 2.0 * grad_var * normalized / inverse)
+    return grad_x, grad_scale, grad_bias, jnp.zeros_like(weights)
 
 
 _batch_normalize.defvjp(_batch_normalize_forward, _batch_normalize_backward)
@@ -403,22 +449,20 @@ class BatchNorm(nn.Module):
                 "data.crop."
             )
         if train and not self.frozen and x.ndim > 2:
+            weights, count = _statistics_weights(x)
             y, batch_mean, batch_var = _batch_normalize(
-                x.astype(jnp.float32), scale, bias, self.epsilon
+                x.astype(jnp.float32), scale, bias, weights, self.epsilon
             )
             if not self.is_initializing():
-                self._update(mean, var, batch_mean, batch_var, x.size // features)
+                self._update(mean, var, batch_mean, batch_var, count)
             return y.astype(x.dtype)
         if train and not self.frozen:
-            axes = tuple(range(x.ndim - 1))
-            values = x.astype(jnp.float32)
-            batch_mean = values.mean(axes)
-            batch_var = jnp.square(values - batch_mean).mean(axes)
-            count = values.size // features
+            weights, count = _statistics_weights(x)
+            values = x.astype(jnp.float32).reshape(-1, features)
+            batch_mean = _weighted_sum(weights, values)
+            batch_var = _weighted_sum(weights, jnp.square(values - batch_mean))
             if not self.is_initializing():
-                unbiased = batch_var * (count / max(count - 1, 1))
-                mean.value = (1 - self.momentum) * mean.value + self.momentum * batch_mean
-                var.value = (1 - self.momentum) * var.value + self.momentum * unbiased
+                self._update(mean, var, batch_mean, batch_var, count)
         elif x.ndim > 2:  # the running statistics, differentiable as fast
             epsilon = jnp.asarray(self.epsilon, jnp.float32)
             y = _normalize_with(x.astype(jnp.float32), mean.value, var.value, scale, bias, epsilon)
@@ -428,9 +472,13 @@ class BatchNorm(nn.Module):
         y = (x.astype(jnp.float32) - batch_mean) * jax.lax.rsqrt(batch_var + self.epsilon)
         return (y * scale + bias).astype(x.dtype)
 
-    def _update(self, mean, var, batch_mean, batch_var, count: int) -> None:
-        """The running averages, torch's way (the unbiased batch variance)."""
+    def _update(self, mean, var, batch_mean, batch_var, count) -> None:
+        """The running averages, torch's way (the unbiased batch variance over the ``count``
+        values counted); a batch of padding rows only leaves them as they were."""
         batch_mean, batch_var = jax.lax.stop_gradient((batch_mean, batch_var))
-        unbiased = batch_var * (count / max(count - 1, 1))
-        mean.value = (1 - self.momentum) * mean.value + self.momentum * batch_mean
-        var.value = (1 - self.momentum) * var.value + self.momentum * unbiased
+        unbiased = batch_var * (count / jnp.maximum(count - 1, 1))
+        kept = jnp.asarray(count) > 0
+        new_mean = (1 - self.momentum) * mean.value + self.momentum * batch_mean
+        new_var = (1 - self.momentum) * var.value + self.momentum * unbiased
+        mean.value = jnp.where(kept, new_mean, mean.value)
+        var.value = jnp.where(kept, new_var, var.value)

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdann.models.layers import row_mask
+
 __all__ = ["Parts", "Network"]
 
 Variables = dict[str, Any]
@@ -68,27 +70,34 @@ class Network:
         *,
         train: bool,
         rng: jax.Array | None = None,
+        mask: jax.Array | None = None,
     ) -> tuple[jax.Array, dict]:
         """``part`` on ``x``: its output and the model state after it (BatchNorm updates it
-        in train mode). ``rng`` is the dropout key; every part derives its own from it."""
+        in train mode). ``rng`` is the dropout key; every part derives its own from it.
+        ``mask``: 1 for the real rows of ``x``, 0 for padding rows, which BatchNorm's batch
+        statistics then leave out (:func:`jaxdann.models.layers.row_mask`)."""
         variables = {"params": params, **model_state}
         if not train:
             return self.module.apply(variables, part, x, train=False), dict(model_state)
         rngs = {} if rng is None else {"dropout": rng}
         mutable = list(model_state)
-        if not mutable:
-            return self.module.apply(variables, part, x, train=True, rngs=rngs), {}
-        y, updates = self.module.apply(variables, part, x, train=True, rngs=rngs, mutable=mutable)
+        with row_mask(mask):
+            if not mutable:
+                return self.module.apply(variables, part, x, train=True, rngs=rngs), {}
+            y, updates = self.module.apply(
+                variables, part, x, train=True, rngs=rngs, mutable=mutable
+            )
         return y, {**model_state, **updates}
 
-    def embed(self, params, model_state, images, *, train: bool, rng=None):
-        """Backbone features, through the bottleneck if there is one."""
+    def embed(self, params, model_state, images, *, train: bool, rng=None, mask=None):
+        """Backbone features, through the bottleneck if there is one (``mask``: as
+        :meth:`run`'s)."""
         features, model_state = self.run(
-            params, model_state, "features", images, train=train, rng=rng
+            params, model_state, "features", images, train=train, rng=rng, mask=mask
         )
         if "bottleneck" in self.names:
             features, model_state = self.run(
-                params, model_state, "bottleneck", features, train=train, rng=rng
+                params, model_state, "bottleneck", features, train=train, rng=rng, mask=mask
             )
         return features, model_state
 
