@@ -59,10 +59,14 @@ class LoadedRun:
         return int(self.config.data.crop)
 
     def read_image(self, path) -> np.ndarray:
-        """An image file (or file object) as the run's uint8 HWC input: RGB, resized, cropped."""
+        """An image file (or file object) as the run's uint8 HWC input: RGB, resized, cropped;
+        a file of a streamed run with ``data.decode=reduced`` decoded as its evaluation did."""
         from jaxdann.data.folder import preprocess_image
+        from jaxdann.data.streaming import image_transform
 
         data = self.config.data
+        if data.decode == "reduced" and isinstance(path, str | os.PathLike):
+            return image_transform(data, train=False)(os.fspath(path))
         return preprocess_image(
             path, resize=int(data.resize), crop=int(data.crop), resize_mode=data.resize_mode
         )

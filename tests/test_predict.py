@@ -14,6 +14,7 @@ from jaxdann import config as config_lib
 from jaxdann import predict
 from jaxdann.data import pipeline
 from jaxdann.data.folder import preprocess_image
+from jaxdann.data.image_transforms import ImageTransform
 from jaxdann.errors import ConfigError, DamagedFile, DataError
 from jaxdann.training import run_folder
 
@@ -147,6 +148,15 @@ def test_images_of_other_sizes_are_preprocessed_as_files(trained, tmp_path):
     squeezed = preprocess_image(tmp_path / "a.png", resize=28, crop=28, resize_mode="square")
     np.testing.assert_array_equal(run.read_image(tmp_path / "a.png"), squeezed)
     assert not np.array_equal(squeezed, files[0])
+    # A streamed run that decoded JPEGs at reduced scale: its evaluation's decode.
+    photo = rng.integers(0, 256, (8, 9, 3), dtype=np.uint8).repeat(40, 0).repeat(40, 1)
+    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=90)
+    run.config.data.decode = "reduced"
+    reduced = run.read_image(tmp_path / "big.jpg")
+    transform = ImageTransform(28, 28, decode="reduced", resize_mode="square")
+    np.testing.assert_array_equal(reduced, transform(str(tmp_path / "big.jpg")))
+    exact = preprocess_image(tmp_path / "big.jpg", resize=28, crop=28, resize_mode="square")
+    assert not np.array_equal(reduced, exact)
 
 
 def test_an_array_is_resized_as_its_file_unless_it_is_preprocessed(trained, tmp_path, capsys):
