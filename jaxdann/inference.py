@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -272,6 +273,13 @@ def _newest_checkpoint(workdir: str, config) -> tuple[int, str]:
             f"--run {workdir} holds no checkpoint (checkpoint_every_epochs="
             f"{config.checkpoint_every_epochs}; sweep cells of at most 5 epochs save none "
             "unless --cell_checkpoints yes); train it with checkpoints to use it."
+        )
+    if epochs[-1] < int(config.epochs):  # still training, or later epochs were never saved
+        warnings.warn(
+            f"{workdir}: the newest checkpoint is after epoch {epochs[-1]} of "
+            f"{int(config.epochs)} (checkpoint_every_epochs={config.checkpoint_every_epochs}); "
+            "its parameters are used",
+            stacklevel=3,
         )
     return epochs[-1], os.path.join(workdir, "checkpoints", str(epochs[-1]), "default")
 

@@ -41,6 +41,15 @@ def trained_fixture(tmp_path_factory):
     return workdir, pipeline.load_experiment_data(config)
 
 
+def test_a_run_whose_last_epochs_were_not_saved_is_loaded_with_a_warning(trained, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained[0], workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))  # as if epoch 2 was never saved
+    with pytest.warns(UserWarning, match="the newest checkpoint is after epoch 1 of 2"):
+        run = jaxdann.load_run(workdir, num_devices=1)
+    assert run.epoch == 1
+
+
 def confusion(labels, predictions, classes=10):
     matrix = np.zeros((classes, classes), np.int64)
     np.add.at(matrix, (labels, predictions), 1)
