@@ -144,7 +144,9 @@ def _pairs_rows(folder: str) -> list[dict]:
             summary_path = os.path.join(base, f"seed{run['seed']}", "summary.json")
             if os.path.exists(summary_path):
                 train.append(_float(_read_json(summary_path).get("final_source_accuracy")))
-        configs = sorted(glob.glob(os.path.join(base, "seed*", "config.json")))
+        # The settings of a seed this table lists, never of a folder an earlier command left.
+        configs = [os.path.join(base, f"seed{run['seed']}", "config.json") for run in seeds]
+        configs = [path for path in configs if os.path.exists(path)]
         config = _read_json(configs[0]) if configs else {"adaptation": adaptation}
         config.pop("seed", None)  # the row is a mean over seeds
         config.setdefault("data", {}).update(source=source, target=target)

@@ -89,7 +89,10 @@ def test_a_pairs_folder_is_reported_and_an_unfinished_one_named(
     pairs_folder = tmp_path / "pairs"
     runs = []
     for adaptation in ("none", "dann"):
-        for seed, accuracy in ((0, 0.3), (1, 0.5), (2, float("nan"))):
+        # seed0: a run an earlier command left, with other settings, not in pairs_runs.csv.
+        stale = pairs_folder / task_folder / adaptation / "seed0"
+        write_run(stale, 0.9, adaptation=adaptation, **{"optimizer.learning_rate": "0.5"})
+        for seed, accuracy in ((1, 0.3), (2, 0.5), (3, float("nan"))):
             folder = pairs_folder / task_folder / adaptation / f"seed{seed}"
             overrides = {"adaptation": adaptation, "seed": str(seed)}
             if np.isfinite(accuracy):
