@@ -143,10 +143,28 @@ def _finished_summary(config, workdir: str) -> dict | None:
 
 
 def _check_cell(config, workdir: str, fingerprints: list[dict] | None) -> None:
-    """Refuses a folder holding a run with other settings, or trained on other data."""
+    """Refuses a folder holding a run with other settings, or trained on other data, or one
+    that would be extended on a schedule that follows the run's length."""
     run_folder.check_workdir(config, workdir)
     if fingerprints is not None:  # a finished cell counts only if it read this data
         run_folder.check_data(workdir, fingerprints)
+    _check_extension(config, workdir)
+
+
+def _check_extension(config, workdir: str) -> None:
+    """A cell resumed with more epochs than it began with would have trained its first epochs
+    on the annealed learning rate or the ``dann`` reversal ramp of a shorter run: a different
+    cell from a fresh one of the same length, side by side with them in the tables."""
+    by_length = config.optimizer.schedule == "annealed" or config.grl.schedule == "dann"
+    if not by_length or not run_folder.saved_epochs(workdir):
+        return
+    began = run_folder.read_json(os.path.join(workdir, "config.json")).get("epochs")
+    if began is not None and began != config.epochs:
+        raise config_lib.ConfigError(
+            f"{workdir} holds a cell of {began} epochs; extending it to {config.epochs} would "
+            "give its first epochs the schedule of a shorter run (optimizer.schedule=annealed "
+            f"or grl.schedule=dann). Rerun with --config.epochs={began}, or use a new --workdir."
+        )
 
 
 def _fingerprints(config, data) -> list[dict] | None:

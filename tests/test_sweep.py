@@ -192,6 +192,10 @@ def test_interrupted_cell_resumes(tmp_path):
     assert rows[0]["status"] == "trained"
     with open(os.path.join(cell, "metrics.jsonl")) as f:
         assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+    # Extending the cell would give its first epochs a 2-epoch annealed schedule and ramp.
+    longer = demo_grid_config(epochs=3)
+    with pytest.raises(config_lib.ConfigError, match="holds a cell of 2 epochs; extending it"):
+        sweep.run_grid(longer, workdir, [0.01], ["sgd"], ["dann"])
 
 
 def test_sweep_command_line_errors(capsys):
