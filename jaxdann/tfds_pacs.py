@@ -34,7 +34,9 @@ From the shell (TFDS's own ``tfds build`` needs TensorFlow)::
 
 A prepared dataset is not rebuilt when the images change: delete its folder
 (``<data_dir>/pacs/<config>``) to rebuild. ``load_domains_tfds`` notices a dataset built from a
-different file list and says so.
+different file list and says so, but not one built from another root with the same file names
+and other pixels: one ``data_dir`` holds one build per config, so give each PACS copy its own
+``data_dir``.
 """
 
 from __future__ import annotations
