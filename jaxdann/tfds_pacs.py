@@ -36,7 +36,7 @@ A prepared dataset is not rebuilt when the images change: delete its folder
 (``<data_dir>/pacs/<config>``) to rebuild. ``load_domains_tfds`` notices a dataset built from a
 different file list and says so, but not one built from another root with the same file names
 and other pixels: one ``data_dir`` holds one build per config, so give each PACS copy its own
-``data_dir``.
+``data_dir`` (``$TFDS_DATA_DIR`` for training runs, which use the default).
 """
 
 from __future__ import annotations
