@@ -3,8 +3,8 @@
     python -m jaxdann.train                                        # DANN (this config)
     python -m jaxdann.train --config configs/demo.py --config.adaptation=none   # source only
 
-Measured numbers (3 and 8 seeds, DANN and source only): README, "The embedded demo". About
-20-35 s a run on 2 CPU cores.
+Measured numbers (3 and 8 seeds, DANN and source only): docs/results.md, "The embedded demo:
+DANN against source only". About 30-55 s a run on 2 CPU cores, as the machine's load varies.
 """
 
 from jaxdann.config import demo_config

@@ -16,7 +16,7 @@ from jaxdann.config import base_config
 def get_config():
     config = base_config()
     config.adaptation = "dann"
-    config.epochs = 200  # ~17,600 steps of 32 (TLlib trains 20,000)
+    config.epochs = 200  # ~17,800 steps of 32 (89 batches of amazon; TLlib trains 20,000)
     config.batch_size = 32
     config.grl.schedule = "dann"  # the paper's ramp 2 / (1 + exp(-10 p)) - 1
     config.grl.coefficient = 1.0
