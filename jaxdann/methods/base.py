@@ -159,6 +159,15 @@ class Method:
             target = self._images(batch["target_images"], target_rng)
         return source, target, dropout_rng
 
+    def embed_both(self, params, model_state, source, target, batch, rng):
+        """Features of the source and target rows in one pass, source first (TLlib's
+        ``model(torch.cat((x_s, x_t)))``), padding rows out of BatchNorm's statistics:
+        ``(features, model_state)``."""
+        images = jnp.concatenate([source, target])
+        return self.network.embed(
+            params, model_state, images, train=True, rng=rng, mask=joint_mask(batch)
+        )
+
     def _images(self, images, rng):
         flip, crop = bool(self.config.data.random_flip), bool(self.config.data.random_crop)
         if flip or crop:

@@ -186,13 +186,8 @@ class CDAN(Method):
             )
             return y
 
-        features, model_state = net.embed(
-            params,
-            model_state,
-            jnp.concatenate([source, target]),
-            train=True,
-            rng=dropout_rng,
-            mask=rows,
+        features, model_state = self.embed_both(
+            params, model_state, source, target, batch, dropout_rng
         )
         logits = run("classifier", features)
         loss, sums = self.classification(logits[:num_source], batch)

@@ -44,13 +44,17 @@ def source_and_target_pass(method: Method, params, model_state, batch, rng):
     """One pass over source + target rows: ``(features, logits, model_state, num_source)``,
     the classifier on every row (as TLlib's examples, which classify the concatenated batch)."""
     source, target, dropout_rng = method.prepare(batch, rng)
-    net, mask = method.network, joint_mask(batch)
-    images = jnp.concatenate([source, target])
-    features, model_state = net.embed(
-        params, model_state, images, train=True, rng=dropout_rng, mask=mask
+    features, model_state = method.embed_both(
+        params, model_state, source, target, batch, dropout_rng
     )
-    logits, model_state = net.run(
-        params, model_state, "classifier", features, train=True, rng=dropout_rng, mask=mask
+    logits, model_state = method.network.run(
+        params,
+        model_state,
+        "classifier",
+        features,
+        train=True,
+        rng=dropout_rng,
+        mask=joint_mask(batch),
     )
     return features, logits, model_state, source.shape[0]
 

@@ -107,13 +107,8 @@ class DANN(Method):
             )
             return y
 
-        features, model_state = net.embed(
-            params,
-            model_state,
-            jnp.concatenate([source, target]),
-            train=True,
-            rng=dropout_rng,
-            mask=mask,
+        features, model_state = self.embed_both(
+            params, model_state, source, target, batch, dropout_rng
         )
         if self.mcc_weight > 0:  # the regulariser reads the target's logits too
             class_logits = run("classifier", features)

@@ -75,9 +75,7 @@ class MDD(Method):
         coefficient = self.coefficient(progress)
         count = source.shape[0]
         net, mask = self.network, joint_mask(batch)
-        features, model_state = net.embed(
-            params, model_state, jnp.concatenate([source, target]), train=True, rng=key, mask=mask
-        )
+        features, model_state = self.embed_both(params, model_state, source, target, batch, key)
         logits, model_state = net.run(
             params, model_state, "classifier", features, train=True, rng=key, mask=mask
         )
