@@ -87,6 +87,13 @@ def _alexnet_shapes(num_classes: int) -> dict[str, tuple[tuple, tuple]]:
     return shapes
 
 
+def _class_count(state_dict: Mapping[str, Any], output_key: str) -> int:
+    """The class count of the output layer's 2-d weight at ``output_key`` (1000 without one:
+    its absence is then reported with the other keys)."""
+    weight = state_dict.get(output_key)
+    return int(np.shape(weight)[0]) if np.ndim(weight) == 2 else 1000
+
+
 def _state_keys(state_dict: Mapping[str, Any]) -> set[str]:
     """The state dict's keys as text (a key of another type is reported as unexpected)."""
     return {str(key) for key in state_dict}
@@ -108,9 +115,7 @@ def torchvision_to_flax(state_dict: Mapping[str, Any], arch: str = "alexnet") ->
         raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}.")
     expected = {f"{prefix}.{leaf}" for prefix in TORCH_TO_FLAX for leaf in ("weight", "bias")}
     given = _state_keys(state_dict)
-    output = state_dict.get("classifier.6.weight")
-    num_classes = int(np.shape(output)[0]) if np.ndim(output) == 2 else 1000
-    shapes = _alexnet_shapes(num_classes)
+    shapes = _alexnet_shapes(_class_count(state_dict, "classifier.6.weight"))
     problems = []
     if missing := sorted(expected - given):
         problems.append("missing keys: " + ", ".join(missing))
@@ -193,9 +198,7 @@ def resnet_to_flax(state_dict: Mapping[str, Any], arch: str) -> dict[str, Any]:
     """A ``torchvision.models.resnet18/34/50`` state dict -> ``{"params", "batch_stats"}``
     (see :func:`torchvision_to_flax`). The class count is read from ``fc.weight``; BatchNorm's
     ``num_batches_tracked`` counters are accepted and dropped (momentum does not use them)."""
-    fc = state_dict.get("fc.weight")
-    num_classes = int(np.shape(fc)[0]) if fc is not None and np.ndim(fc) == 2 else 1000
-    template = _resnet_template(arch, num_classes)
+    template = _resnet_template(arch, _class_count(state_dict, "fc.weight"))
     expected = {key for keys in template.values() for key in keys}
     counters = {k.rsplit(".", 1)[0] + ".num_batches_tracked" for k in expected if "running" in k}
     given = _state_keys(state_dict)
